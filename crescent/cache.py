@@ -1,0 +1,107 @@
+"""Content-addressed cache: one folder per (stage, fingerprint), chunked resume, generation cache.
+
+    <cache_dir>/stages/<stage>/<fingerprint[:16]>/      a stage's cache entry
+        questions.jsonl, ...                           its outputs (atomic writes)
+        chunks/<name>                                  finished units of work, for resume
+        _COMPLETE.json                                 written last: files + sha256, metrics, seconds
+    <cache_dir>/generations/<key[:16]>/<NNNNNN>.jsonl   raw sampled generations (below stage caches)
+
+A fingerprint hashes the stage's own config subset, its upstream fingerprints and a hand-bumped
+stage version; runtime knobs are not part of it. An entry without its marker is unfinished: its
+chunks are reused, everything else recomputed. A file lock per entry lets concurrent runs (a sweep)
+share it: one computes, the others wait and reuse.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from filelock import FileLock
+
+from crescent.fsutil import atomic_write_json, atomic_write_jsonl, sha256_file, sha256_json
+
+MARKER = "_COMPLETE.json"
+
+
+def fingerprint(stage: str, version: int, config: dict, upstream: dict) -> str:
+    return sha256_json({"stage": stage, "version": version, "config": config, "upstream": upstream})
+
+
+class CacheEntry:
+    def __init__(self, cache_dir: str | Path, stage: str, fp: str):
+        self.stage, self.fingerprint = stage, fp
+        self.dir = Path(cache_dir) / "stages" / stage / fp[:16]
+
+    @property
+    def marker(self) -> Path:
+        return self.dir / MARKER
+
+    def lock(self) -> FileLock:
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.dir) + ".lock")
+
+    def is_complete(self) -> bool:
+        """Marker present and every file it lists present with the recorded size."""
+        info = self.info()
+        if info is None:
+            return False
+        return all(
+            (self.dir / name).is_file() and (self.dir / name).stat().st_size == meta["bytes"]
+            for name, meta in info["files"].items()
+        )
+
+    def info(self) -> dict | None:
+        try:
+            return json.loads(self.marker.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def chunk(self, name: str) -> Path:
+        return self.dir / "chunks" / name
+
+    def finalize(self, files: list[str], metrics: dict, seconds: float, config: dict) -> None:
+        record = {
+            "stage": self.stage,
+            "fingerprint": self.fingerprint,
+            "files": {
+                f: {"bytes": (self.dir / f).stat().st_size, "sha256": sha256_file(self.dir / f)}
+                for f in files
+            },
+            "metrics": metrics,
+            "seconds": round(seconds, 3),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "config": config,
+        }
+        atomic_write_json(self.marker, record)
+
+
+class GenerationCache:
+    """Raw generations keyed by everything that determines them, one file per unit (e.g. call)."""
+
+    def __init__(self, cache_dir: str | Path, key: dict):
+        self.key = key
+        self.dir = Path(cache_dir) / "generations" / sha256_json(key)[:16]
+        self.hits = 0
+        self.misses = 0
+
+    def _file(self, index: int) -> Path:
+        return self.dir / f"{index:06d}.jsonl"
+
+    def get(self, index: int) -> list[dict] | None:
+        f = self._file(index)
+        if not f.is_file():
+            return None
+        rows = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line]
+        self.hits += 1
+        return rows
+
+    def put(self, index: int, rows: list[dict]) -> None:
+        if not (self.dir / "key.json").is_file():
+            atomic_write_json(self.dir / "key.json", self.key)
+        atomic_write_jsonl(self._file(index), rows)
+        self.misses += 1

@@ -1,0 +1,104 @@
+"""`hf` engine: transformers `generate`, batched with left padding; CPU or GPU.
+
+n samples per prompt are laid out prompt-major ([p0 s0, p0 s1, ..., p1 s0, ...]) and cut into
+micro-batches of `batch_size` sequences; the torch RNG is seeded once per `generate` call, so a call
+with the same prompts, spec and batch size returns the same text.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from crescent.engines.base import Engine, Generation, SamplingSpec, cut_at_stop
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class HFEngine(Engine):
+    def __init__(
+        self, model_cfg, model_path: str, batch_size: int = 32, device: str = "auto", threads=None
+    ):
+        super().__init__(model_cfg, model_path)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.device = pick_device(device)
+        self.batch_size = int(batch_size)
+        trust = bool(model_cfg.get("trust_remote_code", False))
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        dtype = getattr(torch, model_cfg.get("dtype") or "float32")
+        if self.device == "cpu" and dtype in (torch.float16,):
+            dtype = torch.float32  # fp16 matmuls are slow or missing on CPU
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=dtype, trust_remote_code=trust, use_safetensors=True
+        ).to(self.device)
+        self.model.eval()
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {e for e in [*eos, self.tokenizer.eos_token_id] if e is not None}
+        self.identity = {"engine": "hf", "batch_size": self.batch_size, "dtype": str(dtype)}
+        self.stats = {"generated_tokens": 0, "seconds": 0.0}
+
+    @torch.inference_mode()
+    def generate(
+        self, prompts: list[str], spec: SamplingSpec, desc: str = "generate"
+    ) -> list[list[Generation]]:
+        seqs = [p for p in prompts for _ in range(spec.n)]
+        out: list[Generation] = []
+        torch.manual_seed(spec.seed)
+        sample = spec.temperature > 0
+        bar = tqdm(total=len(seqs), desc=desc, unit="seq", leave=False, dynamic_ncols=True)
+        t0, tokens = time.time(), 0
+        for start in range(0, len(seqs), self.batch_size):
+            batch = seqs[start : start + self.batch_size]
+            enc = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = enc.to(self.device)
+            kwargs = dict(
+                max_new_tokens=spec.max_tokens,
+                do_sample=sample,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=sorted(self.eos_ids),
+            )
+            if sample:
+                kwargs.update(temperature=spec.temperature, top_p=spec.top_p, top_k=0)
+            if spec.stop:
+                kwargs.update(stop_strings=list(spec.stop), tokenizer=self.tokenizer)
+            ids = self.model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1] :].tolist()
+            for row in ids:
+                g = self._decode(row, spec)
+                tokens += g.num_tokens
+                out.append(g)
+            bar.update(len(batch))
+            bar.set_postfix(tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}")
+        bar.close()
+        self.stats["generated_tokens"] += tokens
+        self.stats["seconds"] += time.time() - t0
+        return [out[i * spec.n : (i + 1) * spec.n] for i in range(len(prompts))]
+
+    def _decode(self, row: list[int], spec: SamplingSpec) -> Generation:
+        ends = self.eos_ids | {self.tokenizer.pad_token_id}  # finished rows are padded after EOS
+        n = next((i for i, t in enumerate(row) if t in ends), None)
+        stopped = n is not None
+        kept = row[:n] if stopped else row
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        text, hit = cut_at_stop(text, spec.stop)
+        if hit and not stopped:
+            stopped = True
+        reason = "stop" if stopped or len(kept) < spec.max_tokens else "length"
+        return Generation(text=text, finish_reason=reason, num_tokens=len(kept))
+
+    def close(self) -> None:
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,0 +1,67 @@
+"""Atomic file writes and content hashing.
+
+Every file the harness writes goes through `atomic_write*`: the data lands in a temporary sibling and
+is moved into place with `os.replace`, so a crash never leaves a truncated file under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def atomic_write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(dumps_row(r) + "\n" for r in rows))
+
+
+def dumps_row(row: dict) -> str:
+    """One JSONL line; stable across runs (key order as given, no ASCII escaping)."""
+    return json.dumps(row, ensure_ascii=False)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_json(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def derive_seed(base: int, *parts) -> int:
+    """A 31-bit seed derived from a base seed and labels (stage, chunk index, ...)."""
+    digest = hashlib.sha256(json.dumps([base, *parts], default=str).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF

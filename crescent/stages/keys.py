@@ -1,0 +1,52 @@
+"""Config subsets hashed into stage fingerprints (what changes a stage's outputs; no runtime knobs)."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from crescent.models import model_identity
+
+
+def plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
+def engine_identity(cfg) -> dict:
+    """Sampled text depends on the backend and its micro-batch size, not on device or memory knobs."""
+    return {"target": cfg.engine._target_, "batch_size": int(cfg.engine.batch_size)}
+
+
+def generation_identity(cfg) -> dict:
+    return {
+        "model": model_identity(cfg.model),
+        "engine": engine_identity(cfg),
+        "seed": int(cfg.seed),
+    }
+
+
+def dedup_rules(cfg) -> dict:
+    d = cfg.dedup
+    return {
+        "embedder": d.embedder,
+        "threshold": float(d.threshold),
+        "batch_threshold": float(d.batch_threshold),
+        "max_rewrites": int(d.max_rewrites),
+        "recheck": bool(d.recheck),
+    }
+
+
+def rewrite_identity(cfg) -> dict:
+    """What the LLM rewrite of a near-duplicate depends on (nothing when rewrites are off)."""
+    if int(cfg.dedup.max_rewrites) == 0:
+        return {}
+    return {
+        **generation_identity(cfg),
+        "prompt": cfg.model.rewrite_prompt,
+        "cleaner": cfg.questions.cleaner,
+        "sampling": plain(cfg.sampling.rewrite),
+        "chat": [
+            cfg.model.get("chat_template"),
+            cfg.model.get("system_prompt"),
+            list(cfg.model.stop),
+        ],
+    }

@@ -1,0 +1,21 @@
+"""The short table printed at the end of every run (also saved as summary.md in the run directory)."""
+
+from __future__ import annotations
+
+# the metrics worth a glance, per stage (all metrics are in manifest.json)
+HEADLINE = {
+    "questions": ["accepted", "calls", "acceptance_rate", "rewritten", "bait_tokens_generated"],
+    "dedup": ["input_rows", "accepted", "rejected"],
+    "answers": ["questions", "responses", "truncated_share", "tokens_generated"],
+    "vote": ["qa_pairs", "no_answer", "mean_share"],
+}
+
+
+def summary_table(manifest: dict) -> str:
+    lines = ["| stage | status | seconds | key metrics |", "|---|---|---:|---|"]
+    for name, rec in manifest["stages"].items():
+        m = rec["metrics"]
+        keys = HEADLINE.get(name, list(m)[:4])
+        shown = ", ".join(f"{k}={m[k]}" for k in keys if k in m)
+        lines.append(f"| {name} | {rec['status']} | {rec['seconds']:.1f} | {shown} |")
+    return "\n".join(lines)
