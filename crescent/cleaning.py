@@ -27,7 +27,8 @@ CHATTER = (
     "here's one", "heres one", "here is one", "here it is", "here's a ", "here is a ",
     "here's the ", "here is the ", "here's your", "heres your", "sure thing", "how about this",
     "let me know", "hope this", "hope you", "good luck", "your task", "solve it", "enjoy",
-    "feel free", "i created", "i've created", "i have created", "as an ai",
+    "feel free", "i created", "i've created", "i have created", "as an ai", "i'm going to",
+    "i am going to", "i'm so glad", "i'm glad", "the problem is:", "the question is:", "here goes",
 )  # fmt: skip
 
 _LABEL = re.compile(
@@ -37,6 +38,10 @@ _LABEL = re.compile(
 _LEADING_LABEL = re.compile(
     r"^\s*(?:(?:math\s+|word\s+|new\s+|modified\s+)*(?:problem|question)\s*\d*\s*:)\s*",
     re.IGNORECASE,
+)
+_ENUMERATION = re.compile(r"^(?:\d{1,2}|[a-z]|[ivx]{1,4})[.)]$", re.IGNORECASE)
+_INTERJECTION = re.compile(
+    r"^(?:sure|certainly|okay|ok|absolutely|great|alright|of course)\W*$", re.IGNORECASE
 )
 _SENTENCE_END = re.compile(r"(?<=[.:;?!])\s+")
 _MARKDOWN = re.compile(r"(\*\*|__|`+|^#+\s*|^\s*[-*]\s+)", re.MULTILINE)
@@ -79,7 +84,16 @@ def clean_default(text: str, min_chars: int = 12) -> str:
     kept = []
     for sentence in _SENTENCE_END.split(text.replace("\n", " ")):
         sentence = _LEADING_LABEL.sub("", sentence.strip()).strip().strip("\"'").strip()
-        if not sentence or _LABEL.match(sentence):
+        if (
+            not sentence
+            or _LABEL.match(sentence)
+            or _ENUMERATION.match(sentence)
+            or _INTERJECTION.match(sentence)
+        ):
+            continue
+        if (
+            sentence.endswith(":") and len(sentence.split()) <= 8
+        ):  # "Here is the problem:" and the like
             continue
         low = sentence.lower()
         if any(c in low for c in CHATTER):

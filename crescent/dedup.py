@@ -184,7 +184,7 @@ def process_call(
         res.rejected.append(c.row(reason=reason, stage=stage))
 
     live = [i for i, c in enumerate(cands) if c.text]
-    for i, c in enumerate(cands):
+    for c in cands:
         if not c.text:
             reject(c, "cleaning")
     if not live:
