@@ -3,7 +3,7 @@
 - `path` set: a local folder or an HF hub id (network needed for the hub; gated models need a token).
 - `gguf` set (the embedded default): the GGUF file inside a Python package is dequantized by
   transformers once and saved as a plain HF folder (safetensors) under
-  `<cache_dir>/models/<name>`; later runs load that folder. A file lock makes concurrent runs wait
+  `<paths.models_dir>/<name>`; later runs load that folder. A file lock makes concurrent runs wait
   for one materialization; the folder appears atomically (written to a temp dir, then renamed).
 """
 
@@ -45,7 +45,7 @@ def gguf_file(model_cfg) -> Path:
     return path
 
 
-def resolve_model_path(model_cfg, cache_dir: str | Path) -> str:
+def resolve_model_path(model_cfg, models_dir: str | Path) -> str:
     if model_cfg.get("path"):
         return str(model_cfg.path)
     if not model_cfg.get("gguf"):
@@ -53,7 +53,7 @@ def resolve_model_path(model_cfg, cache_dir: str | Path) -> str:
             f"model={model_cfg.get('name')}: set model.path (hub id or folder) or model.gguf"
         )
     src = gguf_file(model_cfg)
-    dest = Path(cache_dir) / "models" / str(model_cfg.name)
+    dest = Path(models_dir) / str(model_cfg.name)
     if (dest / "config.json").is_file():
         return str(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -65,7 +65,7 @@ class Resources:
         if self._model_path is None:
             from crescent.models import resolve_model_path
 
-            self._model_path = resolve_model_path(self.cfg.model, self.cfg.paths.cache_dir)
+            self._model_path = resolve_model_path(self.cfg.model, self.cfg.paths.models_dir)
         return self._model_path
 
     def engine(self):

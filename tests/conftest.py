@@ -1,0 +1,56 @@
+"""Shared fixtures: composed configs with an isolated cache/runs dir per test, and hardware markers.
+
+The materialized embedded model is shared by all tests (`.cache/models` in the repo, git-ignored)
+so it is dequantized once per machine, not once per test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["CRESCENT_ROOT"] = str(ROOT)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("CRESCENT_MODELS", str(ROOT / ".cache" / "models"))
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """An isolated cache and runs folder for one test (models stay shared)."""
+    monkeypatch.setenv("CRESCENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CRESCENT_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    return tmp_path
+
+
+@pytest.fixture
+def compose(workdir):
+    """compose(["key=value", ...]) -> the primary config, as run.py would build it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from crescent.cli import register_resolvers
+
+    register_resolvers()
+
+    def _compose(overrides=(), return_hydra_config=False):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+    return _compose
