@@ -5,6 +5,7 @@ Called by run.py under Hydra; also usable from Python with a composed config (te
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,13 +32,14 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
     from crescent.summary import summary_table
     from crescent.validate import validate
 
+    run_dir = Path(run_dir) if run_dir else _run_dir(cfg)
     try:
         validate(cfg)
         plan = build_plan(cfg)
     except CrescentError as e:
+        _remove_if_only_hydra_files(run_dir)
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
-    run_dir = Path(run_dir) if run_dir else _run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"[crescent] run directory: {run_dir}", flush=True)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -51,3 +53,16 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
     print("\n" + table + f"\n\n[crescent] run directory: {run_dir}", flush=True)
     vote = manifest["stages"].get("vote")
     return float(vote["metrics"]["qa_pairs"]) if vote else None
+
+
+def _remove_if_only_hydra_files(run_dir: Path) -> None:
+    """A run rejected before any work leaves no folder behind (Hydra makes one before we start)."""
+    if not run_dir.is_dir() or (run_dir / "manifest.json").exists():
+        return
+    if all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in (run_dir.parent, run_dir.parent.parent):
+            try:
+                parent.rmdir()  # only if empty
+            except OSError:
+                break

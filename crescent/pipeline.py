@@ -150,7 +150,7 @@ def _plan_stage(
             if prod is None:
                 prod = _plan_stage(cfg, _producer_of(fname, table), produced, table, implicit=True)
                 prod.execute = False
-                if not prod.entry.is_complete():
+                if not implicit and not prod.entry.is_complete():
                     raise ConfigError(
                         f"stage '{st.name}' needs {fname} from stage '{prod.stage.name}', which has not "
                         f"been computed for this config: run stages=[{prod.stage.name},{st.name}] "

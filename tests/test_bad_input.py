@@ -1,0 +1,58 @@
+"""Bad input exits non-zero with one line naming the key or file, before any model loads,
+leaving nothing in the cache and no run folder behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+BROKEN = '{"question": "What is 2 + 2?"}\n{"question": "broken\n'
+SHORT_POOL = '{"question": "Q?", "responses": ["1", "2"]}\n'
+
+
+def run_cli(args, tmp_path, timeout=120):
+    env = {**os.environ, "CRESCENT_CACHE": str(tmp_path / "cache"), "CRESCENT_RUNS": str(tmp_path / "runs")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp_path,
+    )  # fmt: skip
+
+
+CASES = [
+    (["dedup.threshold=1.5"], "dedup.threshold=1.5", "[0, 1]"),
+    (["dedup.threshold=-0.1"], "dedup.threshold=-0.1", "[0, 1]"),
+    (["voting.k=0"], "voting.k=0", ">= 1"),
+    (["voting.k=5"], "voting.k=5", "answers.n=3"),
+    (["model=nosuchmodel"], "model=nosuchmodel", "smollm2-135m"),
+    (["engine=nosuch"], "engine=nosuch", "hf, vllm"),
+    (["stages=[nosuch]"], "nosuch", "allowed: questions"),
+    (["questions.target=-5"], "questions.target=-5", ">= 1"),
+    (["stages=[dedup]", "dedup.input=/missing.jsonl"], "dedup.input=/missing.jsonl", "not found"),
+    (["stages=[dedup]", "dedup.input={broken}"], "broken.jsonl: line 2", "not valid JSON"),
+    (["stages=[vote]", "vote.input={short}"], "row 1 has 2 responses", "voting.k=3"),
+    (["stages=[dedup]"], "dedup.input=PATH", "needs"),
+    (["stages=[vote]"], "vote.input=PATH", "stages=[answers,vote]"),
+    (["sampling.answers.top_p=0"], "sampling.answers.top_p=0", "(0, 1]"),
+    (["dedup.recheck=maybe"], "dedup.recheck=maybe", "true or false"),
+    (["voting.extractor=regex"], "voting.extractor=regex", "paper, robust"),
+]
+
+
+@pytest.mark.parametrize("args,names,allowed", CASES, ids=[" ".join(c[0]) for c in CASES])
+def test_bad_input_is_one_clear_line(tmp_path, args, names, allowed):
+    (tmp_path / "broken.jsonl").write_text(BROKEN)
+    (tmp_path / "short.jsonl").write_text(SHORT_POOL)
+    args = [a.format(broken=tmp_path / "broken.jsonl", short=tmp_path / "short.jsonl") for a in args]
+    res = run_cli(args, tmp_path)
+    assert res.returncode != 0
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ") and names in lines[0] and allowed in lines[0], lines[0]
+    assert "Traceback" not in res.stdout + res.stderr
+    assert not (tmp_path / "cache").exists(), "a rejected run must leave nothing in the cache"
+    assert not (tmp_path / "runs").exists(), "a rejected run must leave no run folder"
