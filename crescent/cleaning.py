@@ -32,11 +32,11 @@ CHATTER = (
 )  # fmt: skip
 
 _LABEL = re.compile(
-    r"^(?:(?:math\s+|word\s+|new\s+|modified\s+|unique\s+)*(?:problem|question)s?\s*\d*|\W*)\s*[:.\-]?\s*$",
+    r"^(?:(?:math\s+|word\s+|new\s+|modified\s+|unique\s+)*(?:problem|question)s?\s*(?:\d+\s*)?(?:[:.\-]\s*)?|\W*)$",
     re.IGNORECASE,
 )
 _LEADING_LABEL = re.compile(
-    r"^\s*(?:(?:math\s+|word\s+|new\s+|modified\s+)*(?:problem|question)\s*\d*\s*:)\s*",
+    r"^\s*(?:(?:math\s+|word\s+|new\s+|modified\s+)*(?:problem|question)\s*(?:\d+\s*)?:)\s*",
     re.IGNORECASE,
 )
 _ENUMERATION = re.compile(r"^(?:\d{1,2}|[a-z]|[ivx]{1,4})[.)]$", re.IGNORECASE)
@@ -44,7 +44,7 @@ _INTERJECTION = re.compile(
     r"^(?:sure|certainly|okay|ok|absolutely|great|alright|of course)\W*$", re.IGNORECASE
 )
 _SENTENCE_END = re.compile(r"(?<=[.:;?!])\s+")
-_MARKDOWN = re.compile(r"(\*\*|__|`+|^#+\s*|^\s*[-*]\s+)", re.MULTILINE)
+_MARKDOWN = re.compile(r"(\*\*|__|`+|^#+\s*|^[^\S\n]*[-*]\s+)", re.MULTILINE)
 
 
 def clean_paper(text: str) -> str:

@@ -66,6 +66,13 @@ def _last_number(text: str) -> str | None:
     last = None
     for last in _NUMBER.finditer(text):  # noqa: B007
         pass
+    frac = None
+    for frac in _FRAC.finditer(text):  # noqa: B007
+        pass
+    if frac and (last is None or frac.end() >= last.end()):  # the last number is in a \frac
+        a, b = _to_float(frac.group("a")), _to_float(frac.group("b"))
+        if a is not None and b:
+            return canonical_number(a / b)
     return _parse_number_match(last) if last else None
 
 
