@@ -36,8 +36,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: str | Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+def atomic_write_json(path: str | Path, obj, sort_keys: bool = True) -> None:
+    """Pretty JSON; `sort_keys=False` keeps rows' field order (chunks replay into output files)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n")
 
 
 def atomic_write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:

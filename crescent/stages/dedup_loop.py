@@ -63,7 +63,7 @@ class DedupLoop:
             dim = self.accepted_set.vectors.shape[1]
             np.save(buf, np.asarray(vecs_out, dtype=np.float32).reshape(len(vecs_out), dim))
             atomic_write_bytes(npath, buf.getvalue())
-            atomic_write_json(jpath, data)  # last: marks the chunk complete
+            atomic_write_json(jpath, data, sort_keys=False)  # last: marks the chunk complete
         self.accepted += data["accepted"]
         self.rejected += data["rejected"]
         for c in data["calls"]:
