@@ -107,8 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
     threads = args.threads or cfg.engine.get("threads")
 
     t0 = time.perf_counter()
-    path = resolve_model_path(cfg.model, cfg.paths.cache_dir)
+    models_dir = cfg.paths.get("models_dir") or f"{cfg.paths.cache_dir}/models"
+    path = resolve_model_path(cfg.model, models_dir)
     resolve_s = time.perf_counter() - t0
+
     def load(b: int) -> tuple[HFEngine, float]:
         t0 = time.perf_counter()
         eng = HFEngine(cfg.model, path, batch_size=b, device=device, threads=threads)
@@ -132,7 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
         stop=tuple(cfg.model.stop),
         seed=args.seed,
     )
-    prompt_tokens = [len(engine.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    prompt_tokens = [
+        len(engine.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts
+    ]
     print(
         f"prompt: {min(prompt_tokens)}-{max(prompt_tokens)} tokens; sampling: temperature "
         f"{spec.temperature}, top_p {spec.top_p}, max_tokens {spec.max_tokens}, seed {spec.seed}"
@@ -190,9 +194,9 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "benchmark": "hf_throughput",
         "date": dt.date.today().isoformat(),
-        "command": " ".join(["python", "bench/hf_throughput.py", *sys.argv[1:]])
-        if argv is None
-        else None,
+        "command": " ".join(
+            ["python", "bench/hf_throughput.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "model": str(cfg.model.name),
         "model_path": path,
         "device": engine.device,

@@ -75,6 +75,7 @@ def materialize_gguf(src: Path, dest: Path) -> None:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    tmp.chmod(0o755)  # mkdtemp makes it owner-only; a shared cache must stay readable
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
