@@ -28,6 +28,7 @@ def model_identity(model_cfg) -> dict:
         "path": model_cfg.get("path"),
         "gguf": dict(gguf) if gguf else None,
         "dtype": model_cfg.get("dtype"),
+        "attn_implementation": model_cfg.get("attn_implementation"),
     }
 
 

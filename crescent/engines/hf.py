@@ -21,9 +21,37 @@ def pick_device(device: str) -> str:
     return device
 
 
+def cpu_has_fast_bf16() -> bool:
+    """AMX-BF16 or AVX512-BF16: bf16 matmuls run faster than fp32 on this CPU."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def generation_dtype(engine_dtype: str | None, model_dtype: str | None, device: str = "auto") -> str:
+    """The dtype the hf engine samples in. `auto`: bfloat16 on a CPU with fast bf16, else the model's."""
+    model_dtype = model_dtype or "float32"
+    on_cpu = pick_device(device) == "cpu"
+    if engine_dtype in (None, "model"):
+        dtype = model_dtype
+    elif engine_dtype == "auto":
+        dtype = "bfloat16" if on_cpu and cpu_has_fast_bf16() else model_dtype
+    else:
+        dtype = engine_dtype
+    return "float32" if on_cpu and dtype == "float16" else dtype  # fp16 is slow or missing on CPU
+
+
 class HFEngine(Engine):
     def __init__(
-        self, model_cfg, model_path: str, batch_size: int = 32, device: str = "auto", threads=None
+        self,
+        model_cfg,
+        model_path: str,
+        batch_size: int = 32,
+        device: str = "auto",
+        threads=None,
+        dtype: str | None = "auto",
     ):
         super().__init__(model_cfg, model_path)
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -37,11 +65,11 @@ class HFEngine(Engine):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        dtype = getattr(torch, model_cfg.get("dtype") or "float32")
-        if self.device == "cpu" and dtype in (torch.float16,):
-            dtype = torch.float32  # fp16 matmuls are slow or missing on CPU
+        dtype = getattr(torch, generation_dtype(dtype, model_cfg.get("dtype"), device))
+        attn = model_cfg.get("attn_implementation")
+        extra = {"attn_implementation": attn} if attn else {}
         self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype, trust_remote_code=trust, use_safetensors=True
+            model_path, dtype=dtype, trust_remote_code=trust, use_safetensors=True, **extra
         ).to(self.device)
         self.model.eval()
         eos = self.model.generation_config.eos_token_id

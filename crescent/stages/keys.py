@@ -12,8 +12,15 @@ def plain(node) -> dict:
 
 
 def engine_identity(cfg) -> dict:
-    """Sampled text depends on the backend and its micro-batch size, not on device or memory knobs."""
-    return {"target": cfg.engine._target_, "batch_size": int(cfg.engine.batch_size)}
+    """Sampled text depends on the backend, its micro-batch size and numeric precision, not on
+    device or memory knobs."""
+    ident = {"target": cfg.engine._target_, "batch_size": int(cfg.engine.batch_size)}
+    if "dtype" in cfg.engine:  # hf: the precision it samples in (`auto` resolved on this machine)
+        from crescent.engines.hf import generation_dtype
+
+        device = cfg.engine.get("device", "auto")
+        ident["dtype"] = generation_dtype(cfg.engine.dtype, cfg.model.get("dtype"), device)
+    return ident
 
 
 def generation_identity(cfg) -> dict:
