@@ -1,7 +1,7 @@
 """Generated tokens/s of the `hf` engine on the embedded model, by micro-batch size.
 
 Measures `crescent.engines.hf.HFEngine.generate` on the configured model (default: the embedded
-SmolLM2-135M-Instruct, fp32 on CPU) with the answer prompt of the `answers` stage (a GSM8K-like
+SmolLM2-135M-Instruct, sampled in the engine dtype: bf16 on CPUs with fast bf16, else fp32) with the answer prompt of the `answers` stage (a GSM8K-like
 question + `model.answer_suffix`, rendered through the chat template), sampling at temperature 0.7,
 top_p 0.95, up to 128 new tokens. For each batch size it generates the same list of sequences and
 reports sequences, generated tokens (sum of `Generation.num_tokens`, padding excluded), seconds,
@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch)")
     ap.add_argument("--device", default=None, help="auto | cpu | cuda (default: engine.device)")
+    ap.add_argument(
+        "--dtype", default=None, help="auto | model | float32 | bfloat16 (default: engine.dtype)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "hf_throughput.json")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=qwen2.5-0.5b")
     args = ap.parse_args(argv)
@@ -113,7 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     def load(b: int) -> tuple[HFEngine, float]:
         t0 = time.perf_counter()
-        eng = HFEngine(cfg.model, path, batch_size=b, device=device, threads=threads)
+        dtype = args.dtype or cfg.engine.get("dtype", "auto")
+        eng = HFEngine(cfg.model, path, batch_size=b, device=device, threads=threads, dtype=dtype)
         return eng, time.perf_counter() - t0
 
     engine, load_s = load(args.batches[0])
