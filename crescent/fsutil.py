@@ -13,12 +13,16 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; a shared cache must stay readable
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -27,7 +27,7 @@ def env_for(tmp: Path) -> dict:
             "PYTHONUNBUFFERED": "1"}  # fmt: skip
 
 
-def cli(args, tmp: Path, timeout=600) -> subprocess.CompletedProcess:
+def cli(args, tmp: Path, timeout=1800) -> subprocess.CompletedProcess:
     res = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], env=env_for(tmp),
                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -39,7 +39,7 @@ def run_dir_of(res: subprocess.CompletedProcess) -> Path:
     return Path(line.split("run directory:", 1)[1].strip())
 
 
-def kill_when(args, tmp: Path, pattern: str, timeout=600) -> None:
+def kill_when(args, tmp: Path, pattern: str, timeout=1800) -> None:
     """Start the CLI and SIGKILL it as soon as a file matching `pattern` appears in the cache."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], env=env_for(tmp),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
