@@ -34,6 +34,7 @@ lint: install
 bench: install             ## benchmark scripts (print their figures)
 	$(BIN)/python bench/hf_throughput.py
 	$(BIN)/python bench/dedup_speed.py
+	$(BIN)/python bench/train_throughput.py
 
 vllm-env:                  ## vLLM's CPU build in its own env (.venv-vllm, ~3.5 GB)
 	$(PYTHON) -m venv .venv-vllm

@@ -14,7 +14,20 @@ GROUP_DIRS = {
     "sweeps": "sweeps",
     **{
         g: f"conf/{g}"
-        for g in ("model", "engine", "sampling", "dedup", "voting", "paths", "logger", "debug")
+        for g in (
+            "model",
+            "engine",
+            "sampling",
+            "dedup",
+            "voting",
+            "paths",
+            "logger",
+            "debug",
+            "eval",
+            "train",
+            "distill",
+            "data",
+        )
     },
 }
 

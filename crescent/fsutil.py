@@ -22,7 +22,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; a shared cache must stay readable
+        os.fchmod(
+            fd, 0o666 & ~_UMASK
+        )  # mkstemp makes owner-only files; a shared cache must stay readable
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -42,7 +44,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj, sort_keys: bool = True) -> None:
     """Pretty JSON; `sort_keys=False` keeps rows' field order (chunks replay into output files)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n")
+    atomic_write_text(
+        path, json.dumps(obj, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n"
+    )
 
 
 def atomic_write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:

@@ -50,6 +50,11 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
         sys.exit(2)
     table = summary_table(manifest)
     atomic_write_text(run_dir / "summary.md", table + "\n")
+    from crescent.evaluation.report import write_report
+
+    report = write_report(cfg, manifest, run_dir)  # the before/after table (eval stages only)
+    if report:
+        table += "\n\n" + report
     print("\n" + table + f"\n\n[crescent] run directory: {run_dir}", flush=True)
     vote = manifest["stages"].get("vote")
     return float(vote["metrics"]["qa_pairs"]) if vote else None

@@ -36,10 +36,15 @@ class Stage:
     input_schema: dict | None = None  # schema of a user's `<name>.input` file
     input_required: bool = False  # only runs on a user's file (stage `dedup`)
     check_input: Callable | None = None  # extra checks of a user's rows: (cfg, rows, key) -> None
+    # a user's input that is not a JSONL file (e.g. an adapter folder), under another config key:
+    # open_input(cfg, path, label) -> ({read file name: path}, content digest); checked at plan time
+    user_key: str | None = None  # config key of the user's input (default `<name>.input`)
+    open_input: Callable | None = None
+    check_config: Callable | None = None  # plan-time checks of the stage's config: (cfg) -> None
 
     @property
     def input_key(self) -> str:
-        return f"{self.name}.input"
+        return self.user_key or f"{self.name}.input"
 
 
 @dataclass
@@ -118,11 +123,13 @@ def _stage_table() -> dict[str, Stage]:
     return STAGES
 
 
-def _producer_of(fname: str, table: dict[str, Stage]) -> Stage:
+def _producer_of(fname: str, table: dict[str, Stage], reader: Stage) -> Stage:
     for st in table.values():
         if fname in st.writes and not st.input_required:
             return st
-    raise ConfigError(f"no stage writes {fname}")
+    raise ConfigError(
+        f"stage '{reader.name}' needs {fname}, which no stage writes: give {reader.input_key}=PATH"
+    )
 
 
 def _plan_stage(
@@ -130,8 +137,15 @@ def _plan_stage(
 ) -> PlannedStage:
     inputs: dict[str, Path] = {}
     upstream: dict[str, str] = {}
+    if st.check_config and not implicit:
+        st.check_config(cfg)
     user_file = OmegaConf.select(cfg, st.input_key, default=None)
-    if user_file and not implicit:
+    if user_file and not implicit and st.open_input:
+        path = Path(str(user_file)).expanduser().resolve()
+        opened, digest = st.open_input(cfg, path, f"{st.input_key}={user_file}")
+        inputs.update(opened)
+        upstream["input"] = digest
+    elif user_file and not implicit:
         from crescent.records import read_jsonl
 
         path = Path(str(user_file)).expanduser().resolve()
@@ -148,7 +162,9 @@ def _plan_stage(
         for fname in st.reads:
             prod = produced.get(fname)
             if prod is None:
-                prod = _plan_stage(cfg, _producer_of(fname, table), produced, table, implicit=True)
+                prod = _plan_stage(
+                    cfg, _producer_of(fname, table, st), produced, table, implicit=True
+                )
                 prod.execute = False
                 if not implicit and not prod.entry.is_complete():
                     raise ConfigError(

@@ -5,7 +5,7 @@ Stages talk only through these files (never through in-memory objects):
 questions.jsonl   accepted questions (stages `questions`, `dedup`)
     id: str                 stable id, e.g. "c00012-s007" (call 12, sample 7) or "...-r1" (rewrite 1)
     question: str           the cleaned question text
-    origin: str             "bait" | "rewrite" | "input" (a user's file)
+    origin: str             "bait" | "rewrite" | "input" (a user's file) | "seed" (data.source=seed_gsm8k)
     call: int               generation call (or input group) it came from
     nearest_id: str|null    nearest previously accepted question at decision time
     nearest_question: str|null
@@ -14,7 +14,8 @@ questions.jsonl   accepted questions (stages `questions`, `dedup`)
     raw: str                the model's raw text (or the user's row) before cleaning
 rejected.jsonl    everything dropped, never silently: the same fields plus
     reason: str             cleaning | within_call | duplicate | duplicate_after_rewrite |
-                            empty_rewrite | over_target | no_answer | below_min_share
+                            empty_rewrite | over_target | no_answer | below_min_share |
+                            contaminated (data.decontaminate=true)
     stage: str              the stage that dropped it
 answers.jsonl     every sampled response per question (stage `answers`)
     id, question
@@ -26,6 +27,11 @@ qa.jsonl          majority-voted QA pairs (stage `vote`)
     votes: list[str|null]   the extracted answer of each of the first k responses
     share: float            votes for the winner / k
     k: int
+contamination.jsonl  overlap of each QA question with the eval test sets (stage vote)
+    id, question
+    sets: {task: {ngram, ngram_item, cosine, nearest, nearest_question}}  longest shared word run
+                            (0 below 5 words) and nearest MiniLM neighbour in that test set
+    max_ngram: int, max_cosine: float, flagged: bool   (thresholds data.contamination.ngram/cosine)
 
 User files (`dedup.input`, `answers.input`, `vote.input`) use the same fields; only `question`
 (and `responses` for votes) is required. `responses` may be plain strings.
@@ -43,6 +49,7 @@ QUESTIONS = "questions.jsonl"
 REJECTED = "rejected.jsonl"
 ANSWERS = "answers.jsonl"
 QA = "qa.jsonl"
+CONTAMINATION = "contamination.jsonl"  # stage vote: overlap of QA questions with eval test sets
 
 REJECT_REASONS = (
     "cleaning",
@@ -53,6 +60,7 @@ REJECT_REASONS = (
     "over_target",
     "no_answer",
     "below_min_share",
+    "contaminated",
 )
 
 

@@ -4,10 +4,31 @@ from __future__ import annotations
 
 # the metrics worth a glance, per stage (all metrics are in manifest.json)
 HEADLINE = {
-    "questions": ["accepted", "calls", "acceptance_rate", "rewritten", "bait_tokens_generated"],
+    "questions": [
+        "accepted",
+        "calls",
+        "acceptance_rate",
+        "rewritten",
+        "bait_tokens_generated",
+        "source",
+    ],
     "dedup": ["input_rows", "accepted", "rejected"],
     "answers": ["questions", "responses", "truncated_share", "tokens_generated"],
     "vote": ["qa_pairs", "no_answer", "mean_share"],
+    "train": [
+        "model",
+        "method",
+        "steps",
+        "first_train_loss",
+        "last_train_loss",
+        "val_loss_before",
+        "val_loss",
+        "tokens_per_s",
+        "resumed_from_step",
+        "student_note",
+    ],  # fmt: skip
+    "eval_base": ["items", "seconds_per_item", "apply_chat_template"],  # scores: the eval report
+    "eval_trained": ["items", "seconds_per_item", "apply_chat_template"],
 }
 
 

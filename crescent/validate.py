@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from crescent.cleaning import CLEANERS
 from crescent.errors import ConfigError
+from crescent.evaluation.backends import BACKENDS
 from crescent.extraction import EXTRACTORS
 
 
@@ -37,6 +38,22 @@ def num_at_least(lo):
 def one_of(options):
     opts = sorted(options)
     return (lambda v: v in opts), "one of " + ", ".join(opts)
+
+
+def _int_list(v) -> bool:
+    return OmegaConf.is_list(v) and len(v) > 0 and all(_int(x) for x in v)
+
+
+def _eval_tasks(allow_empty: bool = False):
+    from crescent.evaluation.registry import TASKS
+
+    names = sorted(TASKS)
+
+    def check(v) -> bool:
+        return OmegaConf.is_list(v) and (allow_empty or len(v) > 0) and all(t in names for t in v)
+
+    what = "a list" if allow_empty else "a non-empty list"
+    return check, f"{what} of known tasks: {', '.join(names)}"
 
 
 BOOL = ((lambda v: isinstance(v, bool)), "true or false")
@@ -70,6 +87,25 @@ RULES: list[tuple[str, tuple[Callable, str]]] = [
     ("model.chat_template", BOOL),
     ("logger.mode", one_of(["auto", "online", "offline", "disabled"])),
 ]
+
+# evaluation (crescent/evaluation/); data, shot caps and the adapter are checked at plan time
+RULES += [
+    ("eval.tasks", _eval_tasks()),
+    ("eval.shots", ((lambda v: _int_list(v) and all(x >= 0 for x in v)), "a non-empty list of integers >= 0")),
+    ("eval.limit", ((lambda v: v is None or (_int(v) and v >= 1) or (_num(v) and 0 < v < 1)),
+                    "null, an integer >= 1 or a fraction in (0, 1)")),
+    ("eval.backend", one_of(BACKENDS)),
+    ("eval.batch_size", int_at_least(1)),
+    ("eval.apply_chat_template", BOOL),
+    ("eval.max_gen_toks", ((lambda v: v is None or (_int(v) and v >= 1)), "null or an integer >= 1")),
+    ("eval.fewshot_seed", int_at_least(0)),
+    ("eval.adapter", OPT_PATH),
+    ("data.decontaminate", BOOL),
+    ("data.contamination.enabled", BOOL),
+    ("data.contamination.sets", _eval_tasks(allow_empty=True)),
+    ("data.contamination.ngram", int_at_least(1)),
+    ("data.contamination.cosine", in_range(0, 1)),
+]  # fmt: skip
 for _part in ("questions", "rewrite", "answers"):
     RULES += [
         (f"sampling.{_part}.temperature", num_at_least(0)),
@@ -77,6 +113,64 @@ for _part in ("questions", "rewrite", "answers"):
         (f"sampling.{_part}.max_tokens", int_at_least(1)),
     ]
 RULES.append(("sampling.questions.n", int_at_least(1)))
+
+# fine-tuning, distillation and the question source (crescent/training/, stages/train.py)
+_PRECISIONS = ["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"]
+RULES += [
+    ("train.input", OPT_PATH),
+    ("train.max_length", int_at_least(16)),
+    ("train.val_fraction", in_range(0, 0.5)),
+    ("train.batch_size", int_at_least(1)),
+    ("train.lr", in_range(0, 1, lo_open=True)),
+    ("train.weight_decay", num_at_least(0)),
+    ("train.warmup_ratio", in_range(0, 1)),
+    ("train.min_lr_ratio", in_range(0, 1)),
+    ("train.gradient_checkpointing", BOOL),
+    ("train.merge", BOOL),
+    ("train.num_workers", int_at_least(0)),
+    ("train.checkpoint_every", int_at_least(1)),
+    ("train.keep_checkpoints", BOOL),
+    ("train.trainer.max_epochs", int_at_least(1)),
+    ("train.trainer.max_steps", ((lambda v: _int(v) and (v == -1 or v >= 1)), "-1 (no cap) or an integer >= 1")),
+    ("train.trainer.accumulate_grad_batches", int_at_least(1)),
+    ("train.trainer.gradient_clip_val", ((lambda v: v is None or (_num(v) and v >= 0)), "null or a number >= 0")),
+    ("train.trainer.precision", one_of(_PRECISIONS)),
+    ("distill.kd_weight", in_range(0, 1)),
+    ("distill.kd_temperature", in_range(0, 100, lo_open=True)),
+    ("data.source", one_of(["bait", "seed_gsm8k"])),
+]  # fmt: skip
+# checked only when train.lora is set (train.lora=null, i.e. train=full, is full fine-tuning)
+LORA_RULES = [
+    ("train.lora.r", int_at_least(1)),
+    ("train.lora.alpha", in_range(0, 1e6, lo_open=True)),
+    ("train.lora.dropout", ((lambda v: _num(v) and 0 <= v < 1), "a number in [0, 1)")),
+    ("train.lora.target_modules", ((lambda v: (isinstance(v, str) and v != "") or (
+        OmegaConf.is_list(v) and len(v) > 0 and all(isinstance(x, str) and x for x in v))),
+        'a non-empty list of module names, or "all-linear"')),
+    ("train.lora.bias", one_of(["none", "all", "lora_only"])),
+]  # fmt: skip
+
+
+def _check_training(cfg: DictConfig) -> None:
+    if OmegaConf.select(cfg, "train.lora") is not None:
+        for key, (check, allowed) in LORA_RULES:
+            value = OmegaConf.select(cfg, key)
+            if not check(value):
+                raise ConfigError(f"{key}={_show(value)}: must be {allowed}")
+    student = OmegaConf.select(cfg, "distill.student")
+    if student is not None and not (OmegaConf.is_dict(student) and student.get("name")):
+        raise ConfigError(
+            "distill.student: must be null or a model config with a name (see conf/distill/)"
+        )
+    if cfg.distill.kd_weight > 0 and student is None:
+        raise ConfigError(
+            f"distill.kd_weight={cfg.distill.kd_weight}: logit distillation needs a student "
+            "(distill=NAME); with no student use 0 (pure SFT)"
+        )
+    if cfg.data.source == "seed_gsm8k":
+        from crescent.seed_questions import check_data_file
+
+        check_data_file(cfg)
 
 
 def _show(v) -> str:
@@ -112,3 +206,4 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.get("model") is None or not cfg.model.get("name"):
         raise ConfigError("model: no model selected; choose one with model=NAME")
+    _check_training(cfg)

@@ -51,6 +51,8 @@ def compose(workdir):
 
     def _compose(overrides=(), return_hydra_config=False):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+            return hydra_compose(
+                "config", overrides=list(overrides), return_hydra_config=return_hydra_config
+            )
 
     return _compose

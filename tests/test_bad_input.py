@@ -3,24 +3,12 @@ leaving nothing in the cache and no run folder behind."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from .conftest import ROOT
+from .cli_helpers import assert_one_line_error, run_cli
 
 BROKEN = '{"question": "What is 2 + 2?"}\n{"question": "broken\n'
 SHORT_POOL = '{"question": "Q?", "responses": ["1", "2"]}\n'
-
-
-def run_cli(args, tmp_path, timeout=120):
-    env = {**os.environ, "CRESCENT_CACHE": str(tmp_path / "cache"), "CRESCENT_RUNS": str(tmp_path / "runs")}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        capture_output=True, text=True, env=env, timeout=timeout, cwd=tmp_path,
-    )  # fmt: skip
 
 
 CASES = [
@@ -47,12 +35,7 @@ CASES = [
 def test_bad_input_is_one_clear_line(tmp_path, args, names, allowed):
     (tmp_path / "broken.jsonl").write_text(BROKEN)
     (tmp_path / "short.jsonl").write_text(SHORT_POOL)
-    args = [a.format(broken=tmp_path / "broken.jsonl", short=tmp_path / "short.jsonl") for a in args]
-    res = run_cli(args, tmp_path)
-    assert res.returncode != 0
-    lines = [x for x in res.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("error: ") and names in lines[0] and allowed in lines[0], lines[0]
-    assert "Traceback" not in res.stdout + res.stderr
-    assert not (tmp_path / "cache").exists(), "a rejected run must leave nothing in the cache"
-    assert not (tmp_path / "runs").exists(), "a rejected run must leave no run folder"
+    args = [
+        a.format(broken=tmp_path / "broken.jsonl", short=tmp_path / "short.jsonl") for a in args
+    ]
+    assert_one_line_error(run_cli(args, tmp_path, timeout=120), tmp_path, names, allowed)

@@ -14,9 +14,7 @@ from .conftest import ROOT
 GROUPS = [g for g in GROUP_DIRS if g not in ("experiments", "sweeps")]
 
 
-@pytest.mark.parametrize(
-    "group,option", [(g, o) for g in GROUPS for o in group_options(ROOT, g)]
-)
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in group_options(ROOT, g)])
 def test_every_group_option_composes_and_validates(compose, group, option):
     cfg = compose([f"{group}={option}"])
     OmegaConf.resolve(cfg)
@@ -28,7 +26,9 @@ def test_every_experiment_composes(compose, name):
     cfg = compose([f"experiments={name}"])
     validate(cfg)
     text = (ROOT / "experiments" / f"{name}.yaml").read_text()
-    assert "Command" in text and "Reproduces" in text, "header must say what it reproduces and how to run it"
+    assert "Command" in text and "Reproduces" in text, (
+        "header must say what it reproduces and how to run it"
+    )
 
 
 @pytest.mark.parametrize("name", group_options(ROOT, "sweeps"))
@@ -37,7 +37,9 @@ def test_every_sweep_composes_and_its_keys_exist(compose, name):
     params = cfg.hydra.sweeper.params
     assert params, f"sweeps/{name}.yaml sweeps nothing"
     for key, values in params.items():
-        assert OmegaConf.select(cfg, key, default="__missing__") != "__missing__", f"{key} not in config"
+        assert OmegaConf.select(cfg, key, default="__missing__") != "__missing__", (
+            f"{key} not in config"
+        )
         for v in str(values).split(","):
             validate(compose([f"sweeps={name}", f"{key}={v}"]))
 
@@ -69,7 +71,9 @@ def test_paper_preset_carries_the_authors_constants(compose):
 
 def test_llama2_preset_differs_only_in_model(compose):
     a, b = compose(["experiments=paper_llama3"]), compose(["experiments=paper_llama2"])
-    assert b.model.bait_prompt.startswith("Use your creativity, create one unique math word problem.")
+    assert b.model.bait_prompt.startswith(
+        "Use your creativity, create one unique math word problem."
+    )
     assert b.model.path == "meta-llama/Llama-2-7b-chat-hf"
     for key in ("sampling", "dedup", "voting", "questions", "answers"):
         assert a[key] == b[key]

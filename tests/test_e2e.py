@@ -4,62 +4,33 @@ and a threshold sweep sharing its bait samples. Marked slow (about a minute each
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .cli_helpers import cli, kill_when, run_dir_of
 
 pytestmark = pytest.mark.slow
 
 # 3 calls always run (the target is out of reach), answers come in chunks of 2 questions
-TINY = ["debug=tiny", "questions.target=50", "questions.max_calls=3", "logger=none"]
-OUTPUTS = {"questions": ["questions.jsonl", "rejected.jsonl"], "answers": ["answers.jsonl"], "vote": ["qa.jsonl"]}
-
-
-def env_for(tmp: Path) -> dict:
-    return {**os.environ, "CRESCENT_CACHE": str(tmp / "cache"), "CRESCENT_RUNS": str(tmp / "runs"),
-            "PYTHONUNBUFFERED": "1"}  # fmt: skip
-
-
-def cli(args, tmp: Path, timeout=1800) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, str(ROOT / "run.py"), *args], env=env_for(tmp),
-                         capture_output=True, text=True, timeout=timeout)  # fmt: skip
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    return res
-
-
-def run_dir_of(res: subprocess.CompletedProcess) -> Path:
-    line = [x for x in res.stdout.splitlines() if "run directory:" in x][-1]
-    return Path(line.split("run directory:", 1)[1].strip())
-
-
-def kill_when(args, tmp: Path, pattern: str, timeout=1800) -> None:
-    """Start the CLI and SIGKILL it as soon as a file matching `pattern` appears in the cache."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], env=env_for(tmp),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + timeout
-    try:
-        while time.time() < deadline:
-            if list((tmp / "cache").glob(pattern)):
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return
-            assert proc.poll() is None, "the run finished before the kill point"
-            time.sleep(0.05)
-        raise AssertionError(f"{pattern} never appeared")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+TINY = [
+    "debug=tiny",
+    "stages=[questions,answers,vote]",
+    "questions.target=50",
+    "questions.max_calls=3",
+    "logger=none",
+]
+OUTPUTS = {
+    "questions": ["questions.jsonl", "rejected.jsonl"],
+    "answers": ["answers.jsonl"],
+    "vote": ["qa.jsonl"],
+}
 
 
 def outputs(run_dir: Path) -> dict[str, bytes]:
-    return {f"{s}/{f}": (run_dir / s / f).read_bytes() for s, files in OUTPUTS.items() for f in files}
+    return {
+        f"{s}/{f}": (run_dir / s / f).read_bytes() for s, files in OUTPUTS.items() for f in files
+    }
 
 
 def test_kill9_during_questions_and_answers_then_resume_is_identical(tmp_path):

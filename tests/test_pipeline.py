@@ -12,9 +12,18 @@ from crescent.main import run
 
 QUESTIONS = [
     {"question": "Tom has 3 apples and buys 5 more. How many apples does he have now?", "call": 0},
-    {"question": "Tom has 3 apples and buys 5 more apples. How many apples does he have now?", "call": 0},
-    {"question": "A train travels 60 miles per hour for 3 hours. How far does it travel?", "call": 0},
-    {"question": "What is the area of a rectangle that is 4 meters long and 7 meters wide?", "call": 1},
+    {
+        "question": "Tom has 3 apples and buys 5 more apples. How many apples does he have now?",
+        "call": 0,
+    },
+    {
+        "question": "A train travels 60 miles per hour for 3 hours. How far does it travel?",
+        "call": 0,
+    },
+    {
+        "question": "What is the area of a rectangle that is 4 meters long and 7 meters wide?",
+        "call": 1,
+    },
     {"question": "A train travels 60 miles per hour for 3 hours. How far does the train go?"},
     {"question": "Sara saves $15 a week. How many weeks until she has $120?"},
 ]
@@ -94,10 +103,14 @@ def test_vote_user_file_and_wandb_offline(compose, workdir, no_llm):
         "votes": ["12", "12", "13"], "share": 0.6667, "k": 3,
     }  # fmt: skip
     assert rej["b"]["reason"] == "no_answer"  # only the 4th response has a number: beyond k=3
-    assert rej["c"]["reason"] == "below_min_share"  # truncated response votes None: 4 vs 6, share 1/3
+    assert (
+        rej["c"]["reason"] == "below_min_share"
+    )  # truncated response votes None: 4 vs 6, share 1/3
     assert rej["c"]["votes"] == [None, "4", "6"]
     wandb_dir = workdir / "run" / "wandb"
-    assert any(p.name.startswith("offline-run-") for p in wandb_dir.iterdir()), "W&B offline run missing"
+    assert any(p.name.startswith("offline-run-") for p in wandb_dir.iterdir()), (
+        "W&B offline run missing"
+    )
 
 
 def test_stage_reads_upstream_from_the_cache(compose, workdir, no_llm):

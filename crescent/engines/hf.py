@@ -30,7 +30,9 @@ def cpu_has_fast_bf16() -> bool:
     return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
-def generation_dtype(engine_dtype: str | None, model_dtype: str | None, device: str = "auto") -> str:
+def generation_dtype(
+    engine_dtype: str | None, model_dtype: str | None, device: str = "auto"
+) -> str:
     """The dtype the hf engine samples in. `auto`: bfloat16 on a CPU with fast bf16, else the model's."""
     model_dtype = model_dtype or "float32"
     on_cpu = pick_device(device) == "cpu"

@@ -7,7 +7,7 @@ Later stages (eval_base, train, eval_trained, report) register here as they land
 from __future__ import annotations
 
 from crescent.pipeline import Stage
-from crescent.records import ANSWERS, QA, QUESTIONS, REJECTED
+from crescent.records import ANSWERS, CONTAMINATION, QA, QUESTIONS, REJECTED
 from crescent.stages import answers, dedup, questions, vote
 
 STAGES: dict[str, Stage] = {
@@ -24,10 +24,34 @@ STAGES: dict[str, Stage] = {
         input_schema=answers.INPUT_SCHEMA,
     ),
     "vote": Stage(
-        "vote", vote.run, vote.hashed, version=1, reads=(ANSWERS,), writes=(QA, REJECTED),
+        "vote", vote.run, vote.hashed, version=1, reads=(ANSWERS,), writes=(QA, REJECTED, CONTAMINATION),
         input_schema=vote.INPUT_SCHEMA, check_input=vote.check_input,
     ),
 }  # fmt: skip
+
+# Fine-tuning on the QA pairs: self-improvement or distillation (crescent/stages/train.py,
+# crescent/training/). Its output folders differ between LoRA (adapter/) and full fine-tuning
+# (model/), so `writes` lists the files every run leaves; train_outputs.json says which folders exist.
+from crescent.stages import train  # noqa: E402
+
+STAGES["train"] = Stage(
+    "train", train.run, train.hashed, version=1, reads=(QA,),
+    writes=(train.OUTPUTS, "hparams.json", "metrics.json", "train_log.jsonl"),
+    input_schema=train.INPUT_SCHEMA, check_input=train.check_input,
+)  # fmt: skip
+
+# Evaluation before/after training (crescent/stages/evaluate.py, crescent/evaluation/).
+from crescent.stages import evaluate  # noqa: E402
+
+STAGES["eval_base"] = Stage(
+    "eval_base", evaluate.run_base, evaluate.hashed, version=1, writes=(evaluate.RESULTS,),
+    check_config=evaluate.check_config,
+)  # fmt: skip
+STAGES["eval_trained"] = Stage(
+    "eval_trained", evaluate.run_trained, evaluate.hashed, version=1,
+    reads=(evaluate.TRAIN_OUTPUTS,), writes=(evaluate.RESULTS,), user_key="eval.adapter",
+    open_input=evaluate.open_adapter, check_config=evaluate.check_config,
+)  # fmt: skip
 
 # Every stage name the harness knows (DESIGN.md §4), implemented or not yet.
 ALL_STAGE_NAMES = (

@@ -9,10 +9,16 @@ derived from the call index. Raw samples live in the generation cache (keyed by 
 prompt, sampling and seed, not by dedup settings), so a dedup-threshold sweep samples them once.
 Calls continue until `questions.target` questions are accepted or `questions.max_calls` calls are
 spent; a long run of calls accepting almost nothing means the bait prompt is exhausted (warned).
+
+With `data.source=seed_gsm8k` the stage instead samples `questions.target` seed-dataset questions
+(text only, no gold answers): see crescent/seed_questions.py.
 """
 
 from __future__ import annotations
 
+from omegaconf import OmegaConf
+
+from crescent import seed_questions
 from crescent.cache import GenerationCache
 from crescent.cleaning import CLEANERS
 from crescent.dedup import Candidate, DedupRules
@@ -24,6 +30,8 @@ from crescent.stages.keys import dedup_rules, generation_identity, plain, rewrit
 
 def hashed(cfg) -> dict:
     q = cfg.questions
+    if OmegaConf.select(cfg, "data.source", default="bait") != "bait":
+        return {"data": seed_questions.identity(cfg)}
     return {
         **generation_identity(cfg),
         "bait_prompt": cfg.model.bait_prompt,
@@ -70,6 +78,8 @@ def make_rewriter(ctx, stage: str):
 
 def run(ctx) -> dict:
     cfg = ctx.cfg
+    if OmegaConf.select(cfg, "data.source", default="bait") != "bait":
+        return seed_questions.run(ctx)  # the seed-dataset baseline: no bait prompting, no dedup
     q, s = cfg.questions, cfg.sampling.questions
     engine = ctx.resources.engine()
     embed = ctx.resources.embedder()
