@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -336,31 +334,14 @@ def test_compatibility_with_the_lm_eval_command_line(compose, workdir):
     cfg = _qa_free_cfg(compose, ["eval.shots=[5]", f"eval.limit={limit}", "eval.max_gen_toks=null",
                                  "eval.batch_size=1"])  # fmt: skip
     run(cfg, run_dir=workdir / "run")
-    entry = (workdir / "run" / "eval_base").resolve()
-    ours = json.loads((entry / "results.json").read_text())
-    model = ours["model_args"]["pretrained"]
-    out = workdir / "cli"
-    cmd = [sys.executable, "-m", "lm_eval", "run", "--model", "hf",
-           "--model_args", f"pretrained={model},dtype=float32", "--tasks", "crescent_gsm8k",
-           "--include_path", str(entry / "tasks"), "--num_fewshot", "5", "--limit", str(limit),
-           "--batch_size", "1", "--device", "cpu", "--output_path", str(out), "--log_samples"]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
-    assert res.returncode == 0, res.stderr[-3000:]
-    cli = json.loads(next(out.rglob("results_*.json")).read_text())
-    theirs = cli["results"]["crescent_gsm8k"]
-    for c in ours["cells"]:
-        assert c["value"] == theirs[f"{c['metric']},{c['filter']}"], c
-    assert cli["n-shot"]["crescent_gsm8k"] == 5
-    cli_rows = [
-        json.loads(x)
-        for x in next(out.rglob("samples_crescent_gsm8k_*.jsonl")).read_text().splitlines()
-    ]
-    our_rows = [
-        json.loads(x) for x in (entry / "samples" / "gsm8k-5shot.jsonl").read_text().splitlines()
-    ]
-    key = lambda r: (r["doc_id"], r["filter"])  # noqa: E731
-    assert {key(r): r["resps"] for r in cli_rows} == {key(r): r["resps"] for r in our_rows}
+    from crescent.evaluation.compat import compare
+
+    result = compare(workdir / "run" / "eval_base", "gsm8k", 5, workdir / "cli")
+    # two cells, strict-match and flexible-extract, each equal to the CLI's to the last digit
+    assert result["n_shot"] == 5 and len(result["rows"]) == 2, result
+    assert all(r["ours"] == r["cli"] for r in result["rows"]), result
+    assert result["same"] == result["generations"] == limit, result  # the same generations, too
+    assert result["equal"]
 
 
 @pytest.mark.slow

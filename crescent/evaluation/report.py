@@ -157,7 +157,13 @@ def write_report(cfg, manifest: dict, run_dir: Path) -> str | None:
     notes.append(f"limit per task: {', '.join(limits)} (None = all items)")
     vote = manifest["stages"].get("vote", {}).get("metrics", {})
     if "contamination" in vote:
-        notes.append(f"contamination of the training questions: {vote['contamination']}")
+        c = vote["contamination"]
+        notes.append(
+            f"contamination of the training questions: {c['flagged']} of {c['checked']} flagged "
+            f"({100 * c['rate']:.1f}%; a shared run of >= {c['ngram_threshold']} words or MiniLM "
+            f"cosine >= {c['cosine_threshold']} against {', '.join(c.get('sets', []))}; "
+            "vote/contamination.jsonl)"
+        )
     text = "## Evaluation: before / after\n\n" + markdown(rows, notes) + "\n"
     atomic_write_text(run_dir / "eval_report.md", text)
     bar_chart(rows, run_dir / "eval_report.png", f"{ref['model']}: base vs trained")

@@ -11,7 +11,8 @@ eval_trained
             before any model loads.
     Writes: the same files as eval_base.
 
-results.json: {stage, model, adapter, backend, model_args, apply_chat_template, data_dir,
+results.json: {stage, model, adapter, backend, model_args, apply_chat_template, batch_size,
+gen_kwargs, data_dir,
 cells: [{task, shots, num_fewshot, metric, filter, key, value, stderr, n, chat_template}],
 runs: [{task, shots, lm_eval_task, limit, n, max_gen_toks, hit_limit_share, seconds,
 seconds_per_item, source, warnings}]}. The stage metrics (W&B summary) are
@@ -98,6 +99,8 @@ def _evaluate(ctx, model_path: str, adapter: Path | None) -> dict:
         "backend": e.backend,
         "model_args": args,
         "apply_chat_template": bool(e.apply_chat_template),
+        "batch_size": e.batch_size,
+        "gen_kwargs": {"max_gen_toks": int(e.max_gen_toks)} if e.get("max_gen_toks") else None,
         "data_dir": str(Path(cfg.paths.data_dir).resolve()),
         "cells": cells,
         "runs": [{k: v for k, v in r.items() if k not in ("cells", "lm_eval")} for r in records],
