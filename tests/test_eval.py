@@ -372,3 +372,24 @@ def test_eval_trained_with_an_untrained_adapter_warns_and_reports(compose, workd
     assert (workdir / "trained" / "eval_report.png").stat().st_size > 1000
     m = manifest["stages"]["eval_trained"]["metrics"]
     assert set(m["gsm8k"]["0shot"]) == {"strict-match", "flexible-extract", "n", "chat_template"}
+
+
+def test_samples_table_takes_generation_and_loglikelihood_rows_together():
+    """A W&B column keeps one type: a GSM8K generation and a HellaSwag log-likelihood sample
+    (numbers, label index) must both fit the same samples table."""
+    import wandb
+
+    from crescent.stages.evaluate import SAMPLE_COLUMNS, sample_row
+
+    gen = {"doc_id": 0, "filter": "strict-match", "doc": {"question": "What is 2+2?"},
+           "target": "#### 4", "resps": [["The answer is 4."]], "filtered_resps": ["4"],
+           "metrics": ["exact_match"], "exact_match": 1.0, "hit_limit": False}  # fmt: skip
+    ll = {"doc_id": 0, "filter": "none", "doc": {"query": "A man is on a roof. He"}, "target": 3,
+          "resps": [[[-39.9, False]], [[-41.2, False]]], "filtered_resps": [[-39.9, False]],
+          "metrics": ["acc", "acc_norm"], "acc": 0.0, "acc_norm": 1.0}  # fmt: skip
+    table = wandb.Table(columns=SAMPLE_COLUMNS)
+    for task, s in (("gsm8k", gen), ("hellaswag", ll)):
+        row = sample_row(task, 0, False, s)
+        table.add_data(*[row[c] for c in SAMPLE_COLUMNS])
+    assert [r[5] for r in table.data] == ["#### 4", "3"] and table.data[1][6] == "-39.9"
+    assert json.loads(table.data[1][8]) == {"acc": 0.0, "acc_norm": 1.0}

@@ -121,21 +121,34 @@ def _log_samples(ctx, records: list[dict]) -> None:
     """W&B table of per-question samples: one row per question, filter and (task, shots)."""
     if not ctx.tracker or getattr(ctx.tracker, "run", None) is None:
         return
-    rows = []
-    for r in records:
-        for s in read_samples(ctx.entry.dir, r["task"], r["shots"]) or []:
-            doc = s.get("doc") or {}
-            metrics = {m: s.get(m) for m in s.get("metrics", [])}
-            rows.append({
-                "task": r["task"], "shots": r["shots"], "doc_id": s["doc_id"], "filter": s["filter"],
-                "question": doc.get("question") or doc.get("problem") or doc.get("query") or "",
-                "target": s.get("target"), "response": _first(s.get("resps")),
-                "extracted": _first(s.get("filtered_resps")), "score": json.dumps(metrics),
-                "hit_limit": s.get("hit_limit"), "chat_template": r["chat_template"],
-            })  # fmt: skip
-    cols = ["task", "shots", "doc_id", "filter", "question", "target", "response", "extracted",
-            "score", "hit_limit", "chat_template"]  # fmt: skip
-    ctx.tracker.table(f"{ctx.planned.stage.name}/samples", rows, cols)
+    rows = [
+        sample_row(r["task"], r["shots"], r["chat_template"], s)
+        for r in records
+        for s in read_samples(ctx.entry.dir, r["task"], r["shots"]) or []
+    ]
+    ctx.tracker.table(f"{ctx.planned.stage.name}/samples", rows, SAMPLE_COLUMNS)
+
+
+SAMPLE_COLUMNS = ["task", "shots", "doc_id", "filter", "question", "target", "response",
+                  "extracted", "score", "hit_limit", "chat_template"]  # fmt: skip
+
+
+def sample_row(task: str, shots: int, chat_template: bool, s: dict) -> dict:
+    """One lm-eval sample as a W&B table row. Text columns are strings for every task type (a
+    generation, or a log-likelihood and a label index), since a W&B column keeps one type."""
+    doc = s.get("doc") or {}
+    question = doc.get("question") or doc.get("problem") or doc.get("query") or doc.get("ctx")
+    return {
+        "task": task, "shots": shots, "doc_id": s["doc_id"], "filter": s["filter"],
+        "question": _text(question), "target": _text(s.get("target")),
+        "response": _text(_first(s.get("resps"))), "extracted": _text(_first(s.get("filtered_resps"))),
+        "score": json.dumps({m: s.get(m) for m in s.get("metrics", [])}),
+        "hit_limit": s.get("hit_limit"), "chat_template": chat_template,
+    }  # fmt: skip
+
+
+def _text(x) -> str:
+    return "" if x is None else x if isinstance(x, str) else json.dumps(x)
 
 
 def _first(x):
