@@ -17,6 +17,7 @@ within-call rule -> accepted-set rule -> LLM rewrite of near-duplicates (re-chec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -157,6 +158,13 @@ class DedupRules:
     batch_threshold: float  # within-call rule
     max_rewrites: int  # 0: drop near-duplicates without asking the model
     recheck: bool  # re-check rewrites (ours) or accept them unchecked (paper)
+
+    @classmethod
+    def from_config(cls, d) -> DedupRules:
+        """From the `dedup` config group; a threshold of null switches that rule off (no cosine
+        reaches infinity), e.g. for the no-deduplication ablation."""
+        off = lambda t: math.inf if t is None else float(t)  # noqa: E731
+        return cls(off(d.threshold), off(d.batch_threshold), int(d.max_rewrites), bool(d.recheck))
 
 
 Embed = Callable[[list[str]], np.ndarray]

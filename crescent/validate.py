@@ -57,6 +57,11 @@ def _eval_tasks(allow_empty: bool = False):
 
 
 BOOL = ((lambda v: isinstance(v, bool)), "true or false")
+# a dedup rule's cosine threshold; null switches the rule off (no-deduplication ablation)
+RULE_THRESHOLD = (
+    (lambda v: v is None or (_num(v) and 0 <= v <= 1)),
+    "a number in [0, 1], or null (rule off)",
+)
 OPT_PATH = ((lambda v: v is None or (isinstance(v, str) and v != "")), "a file path or null")
 
 RULES: list[tuple[str, tuple[Callable, str]]] = [
@@ -71,8 +76,8 @@ RULES: list[tuple[str, tuple[Callable, str]]] = [
     ("answers.input", OPT_PATH),
     ("vote.input", OPT_PATH),
     ("dedup.input", OPT_PATH),
-    ("dedup.threshold", in_range(0, 1)),
-    ("dedup.batch_threshold", in_range(0, 1)),
+    ("dedup.threshold", RULE_THRESHOLD),
+    ("dedup.batch_threshold", RULE_THRESHOLD),
     ("dedup.max_rewrites", int_at_least(0)),
     ("dedup.recheck", BOOL),
     ("dedup.clean_input", BOOL),

@@ -310,3 +310,20 @@ def test_process_call_empty_rewrite():
     assert rej["reason"] == "empty_rewrite" and rej["id"] == "c00001-s000-r1"
     assert rej["origin"] == "rewrite" and rej["question"] == "" and rej["raw"] == "raw  1"
     assert res.accepted == [] and acc.n == 1
+
+
+def test_null_thresholds_switch_both_rules_off():
+    """dedup.threshold=null and dedup.batch_threshold=null (the no-deduplication ablation): even
+    identical questions, within a call and against the accepted set, are all kept."""
+    from omegaconf import OmegaConf
+
+    off = DedupRules.from_config(OmegaConf.create(
+        {"threshold": None, "batch_threshold": None, "max_rewrites": 0, "recheck": True}))  # fmt: skip
+    on = DedupRules.from_config(OmegaConf.create(
+        {"threshold": 0.9, "batch_threshold": 0.9, "max_rewrites": 0, "recheck": True}))  # fmt: skip
+    assert on == rules()
+    calls = [cand(0, "Old?"), cand(1, "Dup of old?"), cand(2, "New?"), cand(3, "Near new?")]
+    res = process_call(calls, None, seeded(), off, FakeEmbed(TABLE), no_rewrite, "questions")
+    assert [r["question"] for r in res.accepted] == [c.text for c in calls] and not res.rejected
+    res = process_call(calls, None, seeded(), on, FakeEmbed(TABLE), no_rewrite, "questions")
+    assert len(res.accepted) == 1  # with the rules on, only one of the four is new

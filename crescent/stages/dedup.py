@@ -55,10 +55,7 @@ def run(ctx) -> dict:
     live = [i for i, t in enumerate(texts) if t]
     vecs_live = embed([texts[i] for i in live])  # one batched pass over the whole file
     vecs = {i: vecs_live[k] for k, i in enumerate(live)}
-    d = cfg.dedup
-    rules = DedupRules(
-        float(d.threshold), float(d.batch_threshold), int(d.max_rewrites), bool(d.recheck)
-    )
+    rules = DedupRules.from_config(cfg.dedup)
     loop = DedupLoop(ctx, rules, embed, make_rewriter(ctx, "dedup"), embed.dim, "dedup")
 
     def source(call: int, idx: list[int]):

@@ -35,8 +35,8 @@ def dedup_rules(cfg) -> dict:
     d = cfg.dedup
     return {
         "embedder": d.embedder,
-        "threshold": float(d.threshold),
-        "batch_threshold": float(d.batch_threshold),
+        "threshold": None if d.threshold is None else float(d.threshold),  # null: rule off
+        "batch_threshold": None if d.batch_threshold is None else float(d.batch_threshold),
         "max_rewrites": int(d.max_rewrites),
         "recheck": bool(d.recheck),
     }

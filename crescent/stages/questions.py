@@ -93,10 +93,7 @@ def run(ctx) -> dict:
         cfg.paths.cache_dir,
         {"kind": "bait", **generation_identity(cfg), "prompt": prompt, "spec": spec},
     )
-    d = cfg.dedup
-    rules = DedupRules(
-        float(d.threshold), float(d.batch_threshold), int(d.max_rewrites), bool(d.recheck)
-    )
+    rules = DedupRules.from_config(cfg.dedup)
     loop = DedupLoop(ctx, rules, embed, make_rewriter(ctx, "questions"), embed.dim, "questions")
     tokens_generated = 0
     engine_tokens_at_start = int(engine.stats["generated_tokens"])
