@@ -393,3 +393,18 @@ def test_samples_table_takes_generation_and_loglikelihood_rows_together():
         table.add_data(*[row[c] for c in SAMPLE_COLUMNS])
     assert [r[5] for r in table.data] == ["#### 4", "3"] and table.data[1][6] == "-39.9"
     assert json.loads(table.data[1][8]) == {"acc": 0.0, "acc_norm": 1.0}
+
+
+def test_per_task_limit_replaces_the_global_one(compose):
+    """eval=demo: GSM8K takes eval.limit (20), HellaSwag its per-task 100; a user's eval.limit=200
+    reaches GSM8K (it is not silently capped by a per-task value)."""
+    from crescent.evaluation.runner import plan_cells
+
+    assert plan_cells(compose([]).eval) == [("gsm8k", 0, 20), ("hellaswag", 0, 100)]
+    cells = plan_cells(compose(["eval.limit=200", "eval.shots=[0,5]"]).eval)
+    assert cells == [
+        ("gsm8k", 0, 200),
+        ("gsm8k", 5, 200),
+        ("hellaswag", 0, 100),
+        ("hellaswag", 5, 100),
+    ]

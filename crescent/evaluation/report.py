@@ -153,8 +153,9 @@ def write_report(cfg, manifest: dict, run_dir: Path) -> str | None:
             else trained["model_path"]
         )
     notes.append(f"model {ref['model']}, backend {ref['backend']}; trained = {what}")
-    limits = sorted({str(r.get("limit")) for d in docs.values() if d for r in d["runs"]})
-    notes.append(f"limit per task: {', '.join(limits)} (None = all items)")
+    limits = {r["task"]: r.get("limit") for d in docs.values() if d for r in d["runs"]}
+    shown = ", ".join(f"{t} {'all' if n is None else n}" for t, n in limits.items())
+    notes.append(f"items per task (eval.limit / eval.per_task): {shown}")
     vote = manifest["stages"].get("vote", {}).get("metrics", {})
     if "contamination" in vote:
         c = vote["contamination"]

@@ -30,11 +30,12 @@ def cell_name(task: str, shots: int) -> str:
 
 
 def task_settings(e, task: str) -> tuple[list[int], float | int | None]:
-    """(shots, limit) of one task: `eval.per_task.<task>` overrides the global lists; limits take the min."""
+    """(shots, limit) of one task: `eval.per_task.<task>.shots` / `.limit`, where set, replace
+    `eval.shots` / `eval.limit` for that task."""
     per = (e.get("per_task") or {}).get(task) or {}
     shots = [int(s) for s in (per.get("shots") if per.get("shots") is not None else e.shots)]
-    limits = [x for x in (e.get("limit"), per.get("limit")) if x is not None]
-    return shots, (min(limits) if limits else None)
+    limit = per.get("limit") if per.get("limit") is not None else e.get("limit")
+    return shots, limit
 
 
 def plan_cells(e) -> list[tuple[str, int, float | int | None]]:
