@@ -137,8 +137,6 @@ def _plan_stage(
 ) -> PlannedStage:
     inputs: dict[str, Path] = {}
     upstream: dict[str, str] = {}
-    if st.check_config and not implicit:
-        st.check_config(cfg)
     user_file = OmegaConf.select(cfg, st.input_key, default=None)
     if user_file and not implicit and st.open_input:
         path = Path(str(user_file)).expanduser().resolve()
@@ -174,6 +172,8 @@ def _plan_stage(
                     )
             inputs[fname] = prod.entry.path(fname)
             upstream[prod.stage.name] = prod.fingerprint
+    if st.check_config and not implicit:  # after the inputs: a missing input is named first
+        st.check_config(cfg)
     fp = fingerprint(st.name, st.version, st.hashed(cfg), upstream)
     return PlannedStage(st, fp, CacheEntry(cfg.paths.cache_dir, st.name, fp), inputs, upstream)
 

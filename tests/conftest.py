@@ -56,3 +56,21 @@ def compose(workdir):
             )
 
     return _compose
+
+
+SHARED_DATA = Path(os.environ.get("CRESCENT_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def seed_data(tmp_path, monkeypatch):
+    """A data folder holding gsm8k/train.jsonl, so configs with data.source=seed_gsm8k validate:
+    the offline data when this checkout has it, else a one-row stand-in (config tests only)."""
+    if (SHARED_DATA / "gsm8k" / "train.jsonl").is_file():
+        return SHARED_DATA
+    stub = tmp_path / "data"
+    (stub / "gsm8k").mkdir(parents=True)
+    (stub / "gsm8k" / "train.jsonl").write_text(
+        '{"question": "What is 2 + 3?", "answer": "#### 5"}\n'
+    )
+    monkeypatch.setenv("CRESCENT_DATA", str(stub))
+    return stub

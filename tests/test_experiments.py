@@ -67,7 +67,7 @@ def test_groups_are_not_empty():
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_composes_validates_and_names_its_run(compose, name):
+def test_experiment_composes_validates_and_names_its_run(compose, seed_data, name):
     cfg = compose([f"experiments={name}"])
     OmegaConf.resolve(cfg)  # no broken interpolations
     validate(cfg)
