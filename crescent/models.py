@@ -55,13 +55,17 @@ def resolve_model_path(model_cfg, models_dir: str | Path) -> str:
         )
     src = gguf_file(model_cfg)
     dest = Path(models_dir) / str(model_cfg.name)
-    if (dest / "config.json").is_file():
-        return str(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dest) + ".lock"):
-        if (dest / "config.json").is_file():
-            return str(dest)
-        materialize_gguf(src, dest)
+    return build_once(dest, lambda: materialize_gguf(src, dest))
+
+
+def build_once(dest: Path, build) -> str:
+    """The model folder `dest`, made by `build()` the first time only, under a file lock so that
+    parallel jobs sharing the models folder build it once."""
+    if not (dest / "config.json").is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(dest) + ".lock"):
+            if not (dest / "config.json").is_file():
+                build()
     return str(dest)
 
 

@@ -20,10 +20,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
-
 from crescent.errors import ConfigError
-from crescent.models import model_identity, resolve_model_path
+from crescent.models import build_once, model_identity, resolve_model_path
 
 
 @dataclass(frozen=True)
@@ -67,14 +65,9 @@ def resolve_student_path(student_cfg, models_dir: str | Path) -> str:
             f"folder) or distill.student.derived_from + keep_every"
         )
     dest = Path(models_dir) / str(student_cfg.name)
-    if (dest / "config.json").is_file():
-        return str(dest)
-    base = resolve_model_path(student_cfg.derived_from, models_dir)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(dest) + ".lock"):
-        if not (dest / "config.json").is_file():
-            derive_by_layer_drop(base, dest, int(student_cfg.keep_every), student_cfg.get("note"))
-    return str(dest)
+    return build_once(dest, lambda: derive_by_layer_drop(
+        resolve_model_path(student_cfg.derived_from, models_dir), dest,
+        int(student_cfg.keep_every), student_cfg.get("note")))  # fmt: skip
 
 
 def derive_by_layer_drop(base: str, dest: Path, keep_every: int, note: str | None) -> None:
