@@ -142,7 +142,7 @@ RULES += [
     ("train.trainer.precision", one_of(_PRECISIONS)),
     ("distill.kd_weight", in_range(0, 1)),
     ("distill.kd_temperature", in_range(0, 100, lo_open=True)),
-    ("data.source", one_of(["bait", "seed_gsm8k"])),
+    ("data.source", one_of(["bait", "magpie", "seed_gsm8k"])),
 ]  # fmt: skip
 # checked only when train.lora is set (train.lora=null, i.e. train=full, is full fine-tuning)
 LORA_RULES = [
@@ -171,6 +171,11 @@ def _check_training(cfg: DictConfig) -> None:
         raise ConfigError(
             f"distill.kd_weight={cfg.distill.kd_weight}: logit distillation needs a student "
             "(distill=NAME); with no student use 0 (pure SFT)"
+        )
+    if cfg.data.source == "magpie" and not cfg.model.get("chat_template", True):
+        raise ConfigError(
+            "data.source=magpie: needs model.chat_template=true (the prompt is the template's empty "
+            "user turn)"
         )
     if cfg.data.source == "seed_gsm8k":
         from crescent.seed_questions import check_data_file

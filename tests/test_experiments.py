@@ -162,6 +162,7 @@ def test_ablations_switch_off_what_they_name(compose):
     assert (no_dedup.threshold, no_dedup.batch_threshold, no_dedup.max_rewrites) == (None, None, 0)
     assert compose(["experiments=paper_llama3_no_voting"]).voting.k == 1
     assert compose(["experiments=paper_llama3_no_rewrite"]).dedup.max_rewrites == 0
+    assert compose(["experiments=paper_llama3_magpie"]).data.source == "magpie"
     distill = compose(["experiments=paper_distill_llama3_to_llama2"])
     assert distill.model.path == "meta-llama/Meta-Llama-3-8B-Instruct"  # the teacher
     assert distill.distill.student.path == "meta-llama/Llama-2-7b-chat-hf"

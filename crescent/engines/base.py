@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from crescent.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class SamplingSpec:
@@ -57,6 +59,10 @@ class Engine:
             bool(self.model_cfg.get("chat_template", True)),
         )
 
+    def pre_query(self) -> str:
+        """The chat template up to where a user's message would start (Magpie-style prompting)."""
+        return render_pre_query(self.tokenizer, self.model_cfg.get("system_prompt"))
+
     def generate(
         self, prompts: list[str], spec: SamplingSpec, desc: str = "generate"
     ) -> list[list[Generation]]:
@@ -73,6 +79,21 @@ def render_chat(tokenizer, user_message: str, system_prompt: str | None, use_tem
     if system_prompt is not None:
         messages.insert(0, {"role": "system", "content": system_prompt})
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+_SENTINEL = "\x00CRESCENT-USER-TURN\x00"
+
+
+def render_pre_query(tokenizer, system_prompt: str | None) -> str:
+    """Everything the chat template puts before a user's words: the model, left to continue it,
+    writes a user turn itself (Magpie, Xu et al. 2024). Needs a chat template."""
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("data.source=magpie: the model's tokenizer has no chat template")
+    messages = [{"role": "user", "content": _SENTINEL}]
+    if system_prompt is not None:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    return text[: text.index(_SENTINEL)]
 
 
 def cut_at_stop(text: str, stop: tuple[str, ...]) -> tuple[str, bool]:

@@ -10,7 +10,9 @@ prompt, sampling and seed, not by dedup settings), so a dedup-threshold sweep sa
 Calls continue until `questions.target` questions are accepted or `questions.max_calls` calls are
 spent; a long run of calls accepting almost nothing means the bait prompt is exhausted (warned).
 
-With `data.source=seed_gsm8k` the stage instead samples `questions.target` seed-dataset questions
+With `data.source=magpie` (the Magpie-style baseline) the prompt is the chat template up to an empty
+user turn instead of the bait prompt: the model writes the user's message itself; the same cleaning
+and dedup apply. With `data.source=seed_gsm8k` the stage instead samples `questions.target` seed-dataset questions
 (text only, no gold answers): see crescent/seed_questions.py.
 """
 
@@ -30,11 +32,13 @@ from crescent.stages.keys import dedup_rules, generation_identity, plain, rewrit
 
 def hashed(cfg) -> dict:
     q = cfg.questions
-    if OmegaConf.select(cfg, "data.source", default="bait") != "bait":
+    source = OmegaConf.select(cfg, "data.source", default="bait")
+    if source == "seed_gsm8k":
         return {"data": seed_questions.identity(cfg)}
     return {
         **generation_identity(cfg),
-        "bait_prompt": cfg.model.bait_prompt,
+        # the bait prompt, or for Magpie the pre-query template (fixed by the model's chat template)
+        "bait_prompt": cfg.model.bait_prompt if source == "bait" else source,
         "chat": [
             cfg.model.get("chat_template"),
             cfg.model.get("system_prompt"),
@@ -78,13 +82,15 @@ def make_rewriter(ctx, stage: str):
 
 def run(ctx) -> dict:
     cfg = ctx.cfg
-    if OmegaConf.select(cfg, "data.source", default="bait") != "bait":
+    source = OmegaConf.select(cfg, "data.source", default="bait")
+    if source == "seed_gsm8k":
         return seed_questions.run(ctx)  # the seed-dataset baseline: no bait prompting, no dedup
     q, s = cfg.questions, cfg.sampling.questions
     engine = ctx.resources.engine()
     embed = ctx.resources.embedder()
     clean = CLEANERS[q.cleaner]
-    prompt = engine.render(cfg.model.bait_prompt)
+    # bait: the bait prompt as a user turn; magpie: an empty user turn the model writes itself
+    prompt = engine.render(cfg.model.bait_prompt) if source == "bait" else engine.pre_query()
     spec = dict(
         n=int(s.n), temperature=float(s.temperature), top_p=float(s.top_p), max_tokens=int(s.max_tokens),
         stop=tuple(cfg.model.stop),
