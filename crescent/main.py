@@ -27,9 +27,9 @@ def _run_dir(cfg: DictConfig) -> Path:
 
 
 def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
-    """Run the pipeline; returns the number of QA pairs (the metric a sweeper optimizes for now)."""
-    from crescent.pipeline import build_plan, execute
-    from crescent.summary import summary_table
+    """Run the pipeline (`rounds` times for iterated self-improvement); returns the number of QA
+    pairs of the last round (the metric a sweeper optimizes for now)."""
+    from crescent.pipeline import build_plan
     from crescent.validate import validate
 
     run_dir = Path(run_dir) if run_dir else _run_dir(cfg)
@@ -40,6 +40,20 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
         _remove_if_only_hydra_files(run_dir)
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+    if int(cfg.rounds) == 1:
+        manifest = _run_once(cfg, plan, run_dir)
+    else:
+        manifest = _run_rounds(cfg, plan, run_dir)
+    vote = manifest["stages"].get("vote")
+    return float(vote["metrics"]["qa_pairs"]) if vote else None
+
+
+def _run_once(cfg: DictConfig, plan, run_dir: Path) -> dict:
+    """Execute a plan into `run_dir`: manifest, summary table, before/after report."""
+    from crescent.evaluation.report import write_report
+    from crescent.pipeline import execute
+    from crescent.summary import summary_table
+
     run_dir.mkdir(parents=True, exist_ok=True)
     print(f"[crescent] run directory: {run_dir}", flush=True)
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -50,14 +64,36 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
         sys.exit(2)
     table = summary_table(manifest)
     atomic_write_text(run_dir / "summary.md", table + "\n")
-    from crescent.evaluation.report import write_report
-
     report = write_report(cfg, manifest, run_dir)  # the before/after table (eval stages only)
     if report:
         table += "\n\n" + report
     print("\n" + table + f"\n\n[crescent] run directory: {run_dir}", flush=True)
-    vote = manifest["stages"].get("vote")
-    return float(vote["metrics"]["qa_pairs"]) if vote else None
+    return manifest
+
+
+def _run_rounds(cfg: DictConfig, plan, run_dir: Path) -> dict:
+    """Iterated self-improvement (crescent/rounds.py): round t+1 uses round t's trained model;
+    at the end, the per-round report (crescent.report) of the whole run."""
+    from crescent import report, rounds
+    from crescent.fsutil import atomic_write_json
+    from crescent.pipeline import build_plan
+
+    n = int(cfg.rounds)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker = {"rounds": n, "dirs": [rounds.round_dir(run_dir, t).name for t in range(1, n + 1)]}
+    atomic_write_json(run_dir / report.ROUNDS_MARKER, marker)
+    trained, manifest = None, {}
+    for t in range(1, n + 1):
+        print(f"[crescent] ===== round {t} of {n} =====", flush=True)
+        rcfg = rounds.round_config(cfg, t, trained)
+        manifest = _run_once(
+            rcfg, plan if t == 1 else build_plan(rcfg), rounds.round_dir(run_dir, t)
+        )
+        trained = Path(manifest["stages"]["train"]["dir"])
+    result = report.build(run_dir, run_dir / "report")
+    print("\n" + result["rounds_markdown"] + f"\n[crescent] rounds report: {run_dir / 'report'}",
+          flush=True)  # fmt: skip
+    return manifest
 
 
 def _remove_if_only_hydra_files(run_dir: Path) -> None:

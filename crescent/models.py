@@ -79,11 +79,21 @@ def materialize_gguf(src: Path, dest: Path) -> None:
     model.hf_quantizer = None  # save_pretrained refuses a GGUF-loaded model otherwise
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    save_model_folder(dest, model, tok)
+
+
+def save_model_folder(dest: Path, model, tokenizer, extra: dict[str, str] | None = None) -> None:
+    """save_pretrained (safetensors) + tokenizer (+ `extra` text files) into a temporary sibling,
+    then rename into place: `dest` is either complete or absent."""
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     tmp.chmod(0o755)  # mkdtemp makes it owner-only; a shared cache must stay readable
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text)
+        if dest.exists():
+            shutil.rmtree(dest)
         os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

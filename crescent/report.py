@@ -4,7 +4,8 @@
 
 PATH is a run directory or any folder above several (runs/<name>/, a sweep's multirun/ folder): a
 run is every folder below it holding manifest.json, config.yaml or .hydra/config.yaml (a job
-that was started but never finished a stage has no manifest and shows as `missing`).
+that was started but never finished a stage has no manifest and shows as `missing`); the rounds of
+an iterated run (`round_<t>/`) are runs, round t's base being round t-1's trained model.
 
 Reads, per run: manifest.json (which stage entries belong to the run), config.yaml (the settings
 that tell runs apart, model, data source), eval_base/ and eval_trained/results.json (scores, joined
@@ -18,6 +19,11 @@ Writes into --out (default PATH/report/):
                                              table (one row per run), which is data.csv too
     accuracy_vs_<key>.png   trained score vs dedup.threshold / voting.k (only when the key varies)
     acceptance_per_call.png, vote_share_hist.png, similarity_hist.png
+    rounds.png, rounds.csv, rounds_data.csv
+                            an iterated run (`rounds=N`, a folder with rounds.json): score per
+                            round (round 0 = base) with deltas to the previous round and the base,
+                            acceptance rate and vote share per round; also a section of results.md
+                            (rounds_<folder>.* when PATH holds several iterated runs)
     wandb/                  with --wandb: the tables and plots in an offline W&B run
 A value that is not there (no manifest, a failed or not-yet-run stage, no results.json) is
 `missing` in Markdown/CSV and `--` in LaTeX; what is missing is listed and printed.
@@ -28,9 +34,8 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import math
 import os
-from collections import Counter
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +44,13 @@ import yaml
 from crescent import datacard as dc
 from crescent.evaluation.report import before_after_rows, load_results
 from crescent.fsutil import atomic_write_text
+from crescent.report_plots import (
+    plot_acceptance,
+    plot_rounds,
+    plot_similarity,
+    plot_vote_shares,
+    plot_vs_key,
+)
 
 MISSING, TEX_MISSING = "missing", "--"
 PLOT_KEYS = ("dedup.threshold", "voting.k")  # accuracy-vs-key plots, drawn when the key varies
@@ -57,6 +69,11 @@ HYDRA_EXCLUDED = (
 
 SCORE_COLS = ["run", "settings", "model", "data", "task", "shots", "metric", "base", "trained",
               "delta (pts)"]  # fmt: skip
+ROUND_SCORE_COLS = ["run", "round", "model", "task", "shots", "metric", "score",
+                    "vs previous round (pts)", "vs base (pts)"]  # fmt: skip
+ROUND_DATA_COLS = ["run", "round", "model", "accepted questions", "acceptance rate", "QA pairs",
+                   "mean vote share", "distinct-2", "val loss before", "val loss after"]  # fmt: skip
+ROUNDS_MARKER = "rounds.json"  # written by `rounds=N` into the folder holding round_<t>/
 DATA_COLS = ["run", "settings", "accepted questions", "acceptance rate", "QA pairs",
              "mean vote share", "distinct-2", "train loss first 1/4", "train loss last 1/4",
              "val loss before", "val loss after"]  # fmt: skip
@@ -71,6 +88,7 @@ class Run:
     settings: str = ""
     label: str = ""
     docs: dict = field(default_factory=dict)  # eval stage -> results.json (or None)
+    round: int | None = None  # t for <iterated run>/round_<t>/
     missing: list[str] = field(default_factory=list)
 
     def stage(self, name: str) -> Path | None:
@@ -89,6 +107,9 @@ def find_runs(path: Path, exclude: Path | None = None) -> list[Path]:
     found = []
     for d, subdirs, files in os.walk(path):
         dp = Path(d)
+        if ROUNDS_MARKER in files:  # an iterated run: its rounds are the runs
+            subdirs[:] = sorted(s for s in subdirs if re.fullmatch(r"round_\d+", s))
+            continue
         if exclude is not None and dp.resolve() == exclude.resolve():
             subdirs[:] = []
             continue
@@ -107,6 +128,9 @@ def find_runs(path: Path, exclude: Path | None = None) -> list[Path]:
 def load_run(d: Path, root: Path) -> Run:
     rel = str(d.relative_to(root)) if d != root else d.name
     run = Run(d, rel, dc.read_manifest(d), dc.read_config(d))
+    m = re.fullmatch(r"round_(\d+)", d.name)
+    if m and (d.parent / ROUNDS_MARKER).is_file():
+        run.round = int(m.group(1))
     if run.manifest is None:
         run.missing.append(f"{rel}: no manifest.json (not started, or failed before its first "
                            "stage): every value missing")  # fmt: skip
@@ -114,6 +138,8 @@ def load_run(d: Path, root: Path) -> Run:
     planned = dc.get(run.cfg, "stages") or []
     for s in ("eval_base", "eval_trained"):
         d_s = run.stage(s)
+        if d_s is None and s == "eval_base" and (run.round or 1) > 1:
+            continue  # a later round's "before" is the previous round's eval_trained (link_rounds)
         if d_s is None:
             why = ("failed or not reached" if s in planned or not planned
                    else "not in this run's stages")  # fmt: skip
@@ -123,6 +149,21 @@ def load_run(d: Path, root: Path) -> Run:
         if run.docs[s] is None:
             run.missing.append(f"{rel}: {s}: no results.json in {d_s}")
     return run
+
+
+def link_rounds(runs: list[Run]) -> dict[Path, list[Run]]:
+    """Group the rounds of each iterated run (by parent folder, in round order); a later round's
+    base score is the previous round's trained score (the model it started from)."""
+    groups: dict[Path, list[Run]] = {}
+    for r in runs:
+        if r.round is not None:
+            groups.setdefault(r.dir.parent, []).append(r)
+    for rounds in groups.values():
+        rounds.sort(key=lambda r: r.round)
+        for prev, cur in zip(rounds, rounds[1:], strict=False):
+            if "eval_base" not in cur.docs and prev.docs.get("eval_trained"):
+                cur.docs["eval_base"] = prev.docs["eval_trained"]
+    return groups
 
 
 # ---- what tells runs apart ------------------------------------------------------------------------
@@ -257,13 +298,41 @@ def data_rows(runs: list[Run]) -> list[dict]:
     return out
 
 
+def round_rows(rounds: list[Run], data: list[dict]) -> tuple[list[dict], list[dict]]:
+    """An iterated run's (scores, data) per round: round 0 is the base model (round 1's
+    eval_base), round t the model trained in round t; deltas to the previous round and the base."""
+    label = rounds[0].label.split(" (")[0]
+    models = {0: dc.get(rounds[0].cfg, "model.name")}
+    per_round = {0: rounds[0].docs.get("eval_base")}
+    for r in rounds:
+        models[r.round] = dc.get(r.cfg, "model.name")
+        per_round[r.round] = r.docs.get("eval_trained")
+    cells = {t: {(c["task"], c["shots"], c["key"]): c["value"] for c in (doc or {}).get("cells", [])}
+             for t, doc in per_round.items()}  # fmt: skip
+    keys = list(dict.fromkeys(k for v in cells.values() for k in v))
+    scores = []
+    for k in keys:
+        for t in sorted(cells):
+            v, prev, base = cells[t].get(k), cells.get(t - 1, {}).get(k), cells[0].get(k)
+            scores.append({
+                "run": label, "round": t, "model": models.get(t) if t else f"{models[0]} (base)",
+                "task": k[0], "shots": k[1], "metric": k[2], "score": v,
+                "vs previous round (pts)": None if t == 0 or v is None or prev is None else v - prev,
+                "vs base (pts)": None if t == 0 or v is None or base is None else v - base,
+            })  # fmt: skip
+    by_dir = {d["dir"]: d for d in data}
+    data_out = [{**by_dir[r.rel], "run": label, "round": r.round, "model": models[r.round]}
+                for r in rounds]  # fmt: skip
+    return scores, data_out
+
+
 def show(col: str, v, missing: str = MISSING) -> str:
     """A cell as text: scores in %, deltas in signed points, rates/losses with 4 digits."""
     if v is None:
         return missing
-    if col in ("base", "trained"):
+    if col in ("base", "trained", "score"):
         return f"{100 * v:.1f}"
-    if col == "delta (pts)":
+    if col.endswith("(pts)"):
         return f"{100 * v:+.1f}"
     if isinstance(v, float):
         return f"{v:.4f}"
@@ -275,7 +344,8 @@ def _key(col: str) -> str:
 
 
 def markdown_table(cols: list[str], rows: list[dict]) -> str:
-    right = {"shots", "base", "trained", "delta (pts)", *DATA_COLS[2:]}
+    right = {"shots", "base", "trained", "delta (pts)", "round", "score", *ROUND_SCORE_COLS[-2:],
+             *DATA_COLS[2:]}  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |",
              "|" + "|".join("---:" if c in right else "---" for c in cols) + "|"]  # fmt: skip
     for r in rows:
@@ -292,7 +362,8 @@ def tex_escape(s: str) -> str:
 
 def latex_table(cols: list[str], rows: list[dict], caption: str, group: bool = False) -> str:
     """A booktabs tabular (`--` for a missing value); `group`: a \\midrule between runs."""
-    right = {"shots", "base", "trained", "delta (pts)", *DATA_COLS[2:]}
+    right = {"shots", "base", "trained", "delta (pts)", "round", "score", *ROUND_SCORE_COLS[-2:],
+             *DATA_COLS[2:]}  # fmt: skip
     spec = "".join("r" if c in right else "l" for c in cols)
     head = " & ".join("$\\Delta$ (pts)" if c == "delta (pts)" else tex_escape(c) for c in cols)
     lines = [
@@ -325,138 +396,12 @@ def csv_text(cols: list[str], rows: list[dict]) -> str:
             v = r[_key(c)]
             if v is None:
                 vals.append(MISSING)
-            elif c in ("base", "trained", "delta (pts)"):
+            elif c in ("base", "trained", "score") or c.endswith("(pts)"):
                 vals.append(round(100 * v, 4))
             else:
                 vals.append(v)
         w.writerow(vals)
     return buf.getvalue()
-
-
-# ---- plots ---------------------------------------------------------------------------------------
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    _plt().close(fig)
-    tmp.replace(path)
-    return path
-
-
-def plot_vs_key(runs: list[Run], rows: list[dict], key: str, out: Path) -> Path | None:
-    """Trained score vs `key`, one line per task/shots/metric (and per other differing setting)."""
-    xs = {r.dir: dc.get(r.cfg, key) for r in runs}
-    if len({repr(v) for v in xs.values() if v is not None}) < 2:
-        return None
-    by_dir = {r.rel: r for r in runs}
-    lines: dict[str, list] = {}
-    for row in rows:
-        r = by_dir[row["dir"]]
-        x = xs[r.dir]
-        if row["trained"] is None or not isinstance(x, int | float):
-            continue
-        rest = " ".join(p for p in r.settings.split(" ") if not p.startswith(key + "="))
-        name = f"{row['task']} {row['shots']}-shot {row['metric']}" + (f" | {rest}" if rest and rest != "default" else "")  # fmt: skip
-        lines.setdefault(name, []).append((x, 100 * row["trained"]))
-    if not lines:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, pts in lines.items():
-        pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-    ax.set_xticks(sorted({p[0] for pts in lines.values() for p in pts}))
-    ax.set_xlabel(key)
-    ax.set_ylabel("trained score (%)")
-    ax.set_title(f"accuracy vs {key}", fontsize=9)
-    ax.legend(fontsize=6)
-    return _save(fig, out / f"accuracy_vs_{key.replace('.', '_')}.png")
-
-
-def plot_acceptance(runs: list[Run], out: Path) -> Path | None:
-    """Question acceptance rate per generation call (questions/calls.jsonl), one line per run."""
-    series = [(r, r.rows("questions", "calls.jsonl")) for r in runs]
-    series = [(r, c) for r, c in series if c]
-    if not series:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r, calls in series:
-        ax.plot([c["call"] for c in calls], [100 * c["accepted"] / max(1, c["samples"]) for c in calls],
-                marker=".", label=f"{r.label} {r.settings}")  # fmt: skip
-    ax.set_xlabel("generation call")
-    ax.set_ylabel("accepted / samples (%)")
-    ax.set_title("question acceptance rate per call", fontsize=9)
-    ax.legend(fontsize=6)
-    return _save(fig, out / "acceptance_per_call.png")
-
-
-def plot_vote_shares(runs: list[Run], out: Path) -> Path | None:
-    """QA pairs per vote share of the majority answer (vote/qa.jsonl `share` of `k`: 1/3, 2/3,
-    3/3, ...), grouped bars, one colour per run."""
-    series = []
-    for r in runs:
-        qa = r.rows("vote", "qa.jsonl") or []
-        counts = Counter(dc.share_label(float(q["share"]), int(q["k"])) for q in qa if "k" in q)
-        if counts:
-            series.append((r, counts))
-    if not series:
-        return None
-    labels = sorted({x for _, c in series for x in c}, key=lambda x: (dc.label_value(x), x))
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(labels) * len(series)), 4))
-    w = 0.8 / len(series)
-    for i, (r, counts) in enumerate(series):
-        ax.bar([j + (i - (len(series) - 1) / 2) * w for j in range(len(labels))],
-               [counts.get(x, 0) for x in labels], w, label=f"{r.label} {r.settings}")  # fmt: skip
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_xlabel("vote share of the majority answer (votes / k)")
-    ax.set_ylabel("QA pairs")
-    ax.set_title("label confidence (vote share)", fontsize=9)
-    ax.legend(fontsize=6)
-    return _save(fig, out / "vote_share_hist.png")
-
-
-def plot_similarity(runs: list[Run], out: Path) -> Path | None:
-    """Nearest-neighbour cosine at decision time: accepted vs rejected questions, a panel per run."""
-    panels = []
-    for r in runs:
-        acc = [x["similarity"] for x in r.rows("questions", "questions.jsonl") or []
-               if x.get("similarity") is not None]  # fmt: skip
-        rej = [x["similarity"] for x in r.rows("questions", "rejected.jsonl") or []
-               if x.get("similarity") is not None]  # fmt: skip
-        if acc or rej:
-            panels.append((r, acc, rej))
-    if not panels:
-        return None
-    plt = _plt()
-    ncols = min(3, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.5 * ncols, 3.3 * nrows), squeeze=False)
-    bins = [i / 25 for i in range(26)]
-    for ax, (r, acc, rej) in zip(axes.flat, panels, strict=False):
-        ax.hist([acc, rej], bins=bins, label=[f"accepted ({len(acc)})", f"rejected ({len(rej)})"],
-                color=["#1f77b4", "#d62728"])  # fmt: skip
-        thr = dc.get(r.cfg, "dedup.threshold")
-        if isinstance(thr, int | float):
-            ax.axvline(thr, color="k", ls="--", lw=1, label=f"threshold {thr}")
-        ax.set_title(f"{r.label} {r.settings}", fontsize=8)
-        ax.set_xlabel("cosine to nearest accepted question")
-        ax.legend(fontsize=6)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
-    return _save(fig, out / "similarity_hist.png")
 
 
 # ---- putting it together -------------------------------------------------------------------------
@@ -468,6 +413,7 @@ def build(path: Path, out: Path) -> dict:
     if not runs:
         raise SystemExit(f"error: no run directory (manifest.json or config.yaml) under {path}")
     label_runs(runs)
+    groups = link_rounds(runs)
     scores, data = score_rows(runs), data_rows(runs)
     missing = list(dict.fromkeys(m for r in runs for m in r.missing))
     out.mkdir(parents=True, exist_ok=True)
@@ -475,6 +421,22 @@ def build(path: Path, out: Path) -> dict:
     data_md = markdown_table(DATA_COLS, data)
     md = ["## Results: base vs trained (scores in %, delta in points)", "", score_md, "",
           "## Data (per run)", "", data_md, ""]  # fmt: skip
+    rounds_md, plots = [], []
+    for parent, rounds in groups.items():
+        r_scores, r_data = round_rows(rounds, data)
+        stem = "rounds" if len(groups) == 1 else f"rounds_{parent.name}"
+        rounds_md += [f"## Rounds: {rounds[0].label.split(' (')[0]} ({len(rounds)} rounds; round 0 = "
+                      "the base model; scores in %, deltas in points)", "",
+                      markdown_table(ROUND_SCORE_COLS, r_scores), "",
+                      markdown_table(ROUND_DATA_COLS, r_data), ""]  # fmt: skip
+        atomic_write_text(out / f"{stem}.csv", csv_text(ROUND_SCORE_COLS, r_scores))
+        atomic_write_text(out / f"{stem}_data.csv", csv_text(ROUND_DATA_COLS, r_data))
+        plots += [
+            out / f"{stem}.csv",
+            out / f"{stem}_data.csv",
+            plot_rounds(r_scores, r_data, out, stem),
+        ]
+    md += rounds_md
     if missing:
         md += ["## Missing", "", *[f"- {m}" for m in missing], ""]
     tex = "\n\n".join([
@@ -485,10 +447,10 @@ def build(path: Path, out: Path) -> dict:
                "data.csv": csv_text(["dir", *DATA_COLS], data)}  # fmt: skip
     for name, text in written.items():
         atomic_write_text(out / name, text)
-    plots = [plot_vs_key(runs, scores, k, out) for k in PLOT_KEYS]
+    plots += [plot_vs_key(runs, scores, k, out) for k in PLOT_KEYS]
     plots += [plot_acceptance(runs, out), plot_vote_shares(runs, out), plot_similarity(runs, out)]
     return {"runs": runs, "scores": scores, "data": data, "missing": missing,
-            "markdown": score_md, "data_markdown": data_md,
+            "markdown": score_md, "data_markdown": data_md, "rounds_markdown": "\n".join(rounds_md),
             "files": [out / n for n in written] + [p for p in plots if p]}  # fmt: skip
 
 
@@ -528,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.path / "report"
     result = build(args.path, out)
     print(result["markdown"] + "\n\n" + result["data_markdown"] + "\n")
+    if result["rounds_markdown"]:
+        print(result["rounds_markdown"])
     if result["missing"]:
         print("missing:\n" + "\n".join(f"  - {m}" for m in result["missing"]) + "\n")
     if args.wandb:

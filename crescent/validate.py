@@ -66,6 +66,7 @@ OPT_PATH = ((lambda v: v is None or (isinstance(v, str) and v != "")), "a file p
 
 RULES: list[tuple[str, tuple[Callable, str]]] = [
     ("seed", int_at_least(0)),
+    ("rounds", int_at_least(1)),
     ("questions.target", int_at_least(1)),
     ("questions.max_calls", int_at_least(1)),
     ("questions.cleaner", one_of(CLEANERS)),
@@ -217,3 +218,28 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("model") is None or not cfg.model.get("name"):
         raise ConfigError("model: no model selected; choose one with model=NAME")
     _check_training(cfg)
+    if cfg.rounds > 1:
+        _check_rounds(cfg, list(stages))
+
+
+ROUND_STAGES = ("questions", "answers", "vote", "train")  # what a round regenerates and retrains
+
+
+def _check_rounds(cfg: DictConfig, stages: list[str]) -> None:
+    """rounds=N > 1 re-runs the data engine and training with each round's model."""
+    lacking = [s for s in ROUND_STAGES if s not in stages]
+    if lacking:
+        raise ConfigError(
+            f"rounds={cfg.rounds}: stages must include {', '.join(ROUND_STAGES)} (each round writes "
+            f"new data with the previous round's model and trains on it); missing: {', '.join(lacking)}"
+        )
+    if OmegaConf.select(cfg, "distill.student") is not None:
+        raise ConfigError(
+            f"rounds={cfg.rounds}: iterated self-improvement trains the generating model; use "
+            "distill=none (a student does not write the next round's data)"
+        )
+    for key in ("answers.input", "vote.input", "train.input", "eval.adapter"):
+        if OmegaConf.select(cfg, key, default=None):
+            raise ConfigError(
+                f"{key}: must be null with rounds={cfg.rounds} (every round makes its own)"
+            )

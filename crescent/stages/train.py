@@ -27,15 +27,12 @@ Run:  python run.py stages=[questions,answers,vote,train]
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 from crescent.errors import ConfigError, InputError
 from crescent.fsutil import atomic_write_json, atomic_write_jsonl, derive_seed, sha256_file
-from crescent.models import model_identity
+from crescent.models import model_identity, save_model_folder
 from crescent.records import QA, QA_ROW
 from crescent.stages.keys import plain
 
@@ -79,21 +76,6 @@ def check_input(cfg, rows: list[dict], label: str) -> None:
         for field in ("question", "response"):
             if not r[field].strip():
                 raise InputError(f"{label}: row {i} has an empty '{field}'")
-
-
-def _save_model(dest: Path, model, tokenizer) -> None:
-    """save_pretrained (safetensors) + tokenizer into a temporary sibling, then rename into place."""
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    tmp.chmod(0o755)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _check_shared_tokenizer(teacher_path: str, student_tok, teacher_name: str, student_name: str):
@@ -182,10 +164,10 @@ def run(ctx) -> dict:
     folders = {"adapter": None, "full_model": None, "merged": None}
     module.model.config.use_cache = True  # saved configs serve inference
     out = "adapter" if module.is_lora else "model"
-    _save_model(entry.path(out), module.model, tok)
+    save_model_folder(entry.path(out), module.model, tok)
     folders["adapter" if module.is_lora else "full_model"] = out
     if bool(t.merge) and module.is_lora:
-        _save_model(entry.path("merged"), module.model.merge_and_unload(), tok)
+        save_model_folder(entry.path("merged"), module.model.merge_and_unload(), tok)
         folders["merged"] = "merged"
     elif bool(t.merge):
         folders["merged"] = "model"  # full fine-tuning: the model folder is already complete

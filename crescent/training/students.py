@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from crescent.errors import ConfigError
-from crescent.models import build_once, model_identity, resolve_model_path
+from crescent.models import build_once, model_identity, resolve_model_path, save_model_folder
 
 
 @dataclass(frozen=True)
@@ -95,16 +93,8 @@ def derive_by_layer_drop(base: str, dest: Path, keep_every: int, note: str | Non
         "params": sum(p.numel() for p in model.parameters()),
         "note": note or "derived offline; not a published model",
     }
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
-    tmp.chmod(0o755)
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
-        (tmp / "derivation.json").write_text(json.dumps(record, indent=2) + "\n")
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    extra = {"derivation.json": json.dumps(record, indent=2) + "\n"}
+    save_model_folder(dest, model, AutoTokenizer.from_pretrained(base), extra)
 
 
 if __name__ == "__main__":  # materialize the configured student (Hydra overrides as arguments)
