@@ -16,13 +16,40 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from filelock import FileLock
 
+from crescent.errors import InputError
 from crescent.fsutil import atomic_write_json, atomic_write_jsonl, sha256_file, sha256_json
 
 MARKER = "_COMPLETE.json"
+T = TypeVar("T")
+
+
+def load_or_discard(paths: list[Path], load: Callable[[], T], what: str) -> T | None:
+    """A finished piece of cached work (chunk, raw generations), or None when its files cannot be
+    read back (truncated, corrupt, tampered): one warning line, the files removed, and the caller
+    recomputes just that piece."""
+    if not all(p.is_file() for p in paths):
+        return None
+    try:
+        return load()
+    except (
+        ValueError,
+        OSError,
+        KeyError,
+        TypeError,
+        InputError,
+    ) as e:  # JSONDecodeError: ValueError
+        reason = str(e).splitlines()[0][:160] if str(e) else e.__class__.__name__
+        print(f"[crescent] warning: {what} {paths[0]}: unreadable ({reason}); recomputing it",
+              flush=True)  # fmt: skip
+        for p in paths:
+            p.unlink(missing_ok=True)
+        return None
 
 
 def fingerprint(stage: str, version: int, config: dict, upstream: dict) -> str:
@@ -43,14 +70,32 @@ class CacheEntry:
         return FileLock(str(self.dir) + ".lock")
 
     def is_complete(self) -> bool:
-        """Marker present and every file it lists present with the recorded size."""
+        """Marker present and every file it lists present with the recorded size and sha256."""
+        return self.problem() is None
+
+    def problem(self) -> str | None:
+        """Why the entry cannot be trusted (None: complete and intact)."""
+        if not self.marker.is_file():
+            return "not finished (no completion marker)"
         info = self.info()
-        if info is None:
-            return False
-        return all(
-            (self.dir / name).is_file() and (self.dir / name).stat().st_size == meta["bytes"]
-            for name, meta in info["files"].items()
-        )
+        if info is None or not isinstance(info.get("files"), dict):
+            return f"{MARKER} is unreadable"
+        for name, meta in info["files"].items():
+            f = self.dir / name
+            if not f.is_file():
+                return f"{name} is missing"
+            if f.stat().st_size != meta["bytes"]:
+                return f"{name} has {f.stat().st_size} bytes, {meta['bytes']} recorded"
+            if sha256_file(f) != meta["sha256"]:
+                return f"{name} changed since it was written (sha256 differs)"
+        return None
+
+    def invalidate_if_damaged(self) -> None:
+        """A marker whose files no longer match it is reported in one line and removed, so the
+        stage runs again (reusing its intact chunks)."""
+        if self.marker.is_file() and (why := self.problem()):
+            print(f"[crescent] warning: cache entry {self.dir}: {why}; recomputing it", flush=True)
+            self.marker.unlink(missing_ok=True)
 
     def info(self) -> dict | None:
         try:
@@ -94,10 +139,13 @@ class GenerationCache:
 
     def get(self, index: int) -> list[dict] | None:
         f = self._file(index)
-        if not f.is_file():
-            return None
-        rows = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line]
-        self.hits += 1
+        rows = load_or_discard(
+            [f],
+            lambda: [json.loads(x) for x in f.read_text(encoding="utf-8").splitlines() if x],
+            "raw generations",
+        )
+        if rows is not None:
+            self.hits += 1
         return rows
 
     def put(self, index: int, rows: list[dict]) -> None:

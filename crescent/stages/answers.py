@@ -10,11 +10,13 @@ takes the first k of the pool (maj@k by prefix), so a `voting.k` sweep never re-
 
 from __future__ import annotations
 
+import functools
 import time
 
+from crescent.cache import load_or_discard
 from crescent.engines.base import SamplingSpec
 from crescent.fsutil import atomic_write_jsonl, derive_seed
-from crescent.records import ANSWERS, QUESTION_ROW, read_jsonl
+from crescent.records import ANSWER_ROW, ANSWERS, QUESTION_ROW, read_jsonl
 from crescent.stages.keys import generation_identity, plain
 
 INPUT_SCHEMA = QUESTION_ROW
@@ -47,8 +49,11 @@ def run(ctx) -> dict:
     chunks = range(0, len(rows), size)
     for c, start in enumerate(chunks):
         path = ctx.entry.chunk(f"answers-{c:06d}.jsonl")
-        if path.is_file():
-            out += read_jsonl(path)
+        want = [r["id"] for r in rows[start : start + size]]
+        done = load_or_discard([path], functools.partial(_read_chunk, path, want, int(cfg.answers.n)),
+                               "answers chunk")  # fmt: skip
+        if done is not None:
+            out += done
             continue
         engine = engine or ctx.resources.engine()
         part = rows[start : start + size]
@@ -81,3 +86,13 @@ def run(ctx) -> dict:
         if responses
         else 0,
     }
+
+
+def _read_chunk(path, ids: list[str], n: int) -> list[dict]:
+    """A finished chunk: one row per question of the chunk, in order, with n responses each."""
+    rows = read_jsonl(path, ANSWER_ROW)
+    if [r.get("id") for r in rows] != ids or any(len(r["responses"]) != n for r in rows):
+        raise ValueError(
+            f"holds {len(rows)} rows, not the {len(ids)} questions x {n} answers expected"
+        )
+    return rows

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from crescent.cache import load_or_discard
 from crescent.dedup import AcceptedSet, Candidate, DedupRules, process_call
 from crescent.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 from crescent.records import QUESTIONS, REJECTED
@@ -35,9 +36,17 @@ class DedupLoop:
 
     def run_chunk(self, name: str, calls: list[CallSource]) -> None:
         jpath, npath = self.ctx.entry.chunk(f"{name}.json"), self.ctx.entry.chunk(f"{name}.npy")
-        if jpath.is_file():
+
+        def load():
             data = json.loads(jpath.read_text(encoding="utf-8"))
             vecs = np.load(npath)
+            if len(vecs) != len(data["accepted"]):
+                raise ValueError(f"{len(vecs)} embeddings for {len(data['accepted'])} questions")
+            return data, vecs
+
+        saved = load_or_discard([jpath, npath], load, "dedup chunk")
+        if saved is not None:
+            data, vecs = saved
             for row, v in zip(data["accepted"], vecs, strict=True):
                 self.accepted_set.add(v, row["id"], row["question"])
             self.replayed_chunks += 1
