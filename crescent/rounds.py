@@ -59,7 +59,7 @@ def merge_adapter(base: str, adapter: Path, dest: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"[crescent] rounds: merging {adapter} into {base} -> {dest} (once)", flush=True)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto", use_safetensors=True)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     merged.config.use_cache = True
     record = {"base_model": base, "adapter": str(adapter), "method": "PEFT merge_and_unload"}

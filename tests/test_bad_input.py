@@ -28,6 +28,24 @@ CASES = [
     (["sampling.answers.top_p=0"], "sampling.answers.top_p=0", "(0, 1]"),
     (["dedup.recheck=maybe"], "dedup.recheck=maybe", "true or false"),
     (["voting.extractor=regex"], "voting.extractor=regex", "paper, robust"),
+    # one or more per remaining config group (issue 7: >= 20 invalid overrides across all groups)
+    (["seed=-1"], "seed=-1", "an integer >= 0"),
+    (["rounds=0"], "rounds=0", "an integer >= 1"),
+    (["answers.n=0"], "answers.n=0", "an integer >= 1"),
+    (["questions.cleaner=fancy"], "questions.cleaner=fancy", "one of default, paper"),
+    (["logger.mode=loud"], "logger.mode=loud", "auto, disabled, offline, online"),
+    (["model.trust_remote_code=yes"], "model.trust_remote_code=yes", "true or false"),
+    (["data.source=web"], "data.source=web", "bait, magpie, seed_gsm8k"),
+    (["data.contamination.ngram=0"], "data.contamination.ngram=0", "an integer >= 1"),
+    (["train.lr=-1"], "train.lr=-1", "(0, 1]"),
+    (["train.lora.r=0"], "train.lora.r=0", "an integer >= 1"),
+    (["train.trainer.precision=fp8"], "train.trainer.precision=fp8", "bf16-mixed"),
+    (["distill.kd_weight=2"], "distill.kd_weight=2", "[0, 1]"),
+    (["sampling.questions.n=0"], "sampling.questions.n=0", "an integer >= 1"),
+    (["eval.backend=tgi"], "eval.backend=tgi", "one of hf, vllm"),
+    (["eval.shots=[-1]"], "eval.shots=[-1]", "integers >= 0"),
+    (["engine.batch_size=0"], "engine.batch_size=0", "an integer >= 1"),
+    (["voting.min_share=2"], "voting.min_share=2", "[0, 1]"),
 ]
 
 

@@ -75,7 +75,7 @@ def derive_by_layer_drop(base: str, dest: Path, keep_every: int, note: str | Non
 
     print(f"[crescent] deriving student {dest.name} from {base} (every {keep_every}th layer, once)",
           flush=True)  # fmt: skip
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
     layers = model.model.layers
     keep = list(range(0, len(layers), keep_every))
     model.model.layers = torch.nn.ModuleList([layers[i] for i in keep])
