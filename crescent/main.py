@@ -5,6 +5,7 @@ Called by run.py under Hydra; also usable from Python with a composed config (te
 
 from __future__ import annotations
 
+import errno
 import shutil
 import sys
 from pathlib import Path
@@ -62,6 +63,13 @@ def _run_once(cfg: DictConfig, plan, run_dir: Path) -> dict:
     except CrescentError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: {e.filename or cfg.paths.cache_dir}: disk full ({e.strerror}); nothing "
+              "half-written was kept: free space and run the same command to resume",
+              file=sys.stderr, flush=True)  # fmt: skip
+        sys.exit(1)
     table = summary_table(manifest)
     atomic_write_text(run_dir / "summary.md", table + "\n")
     report = write_report(cfg, manifest, run_dir)  # the before/after table (eval stages only)

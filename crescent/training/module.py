@@ -68,7 +68,9 @@ def load_causal_lm(path: str, dtype: str | None, trust_remote_code: bool):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(
-        path, dtype=getattr(torch, dtype or "float32"), trust_remote_code=trust_remote_code,
+        path,
+        dtype=getattr(torch, dtype or "float32"),
+        trust_remote_code=trust_remote_code,
         use_safetensors=True,
     )
 
