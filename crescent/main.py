@@ -49,7 +49,7 @@ def run(cfg: DictConfig, run_dir: str | Path | None = None) -> float | None:
     return float(vote["metrics"]["qa_pairs"]) if vote else None
 
 
-def _run_once(cfg: DictConfig, plan, run_dir: Path) -> dict:
+def _run_once(cfg: DictConfig, plan, run_dir: Path, before: Path | None = None) -> dict:
     """Execute a plan into `run_dir`: manifest, summary table, before/after report."""
     from crescent.evaluation.report import write_report
     from crescent.pipeline import execute
@@ -72,7 +72,7 @@ def _run_once(cfg: DictConfig, plan, run_dir: Path) -> dict:
         sys.exit(1)
     table = summary_table(manifest)
     atomic_write_text(run_dir / "summary.md", table + "\n")
-    report = write_report(cfg, manifest, run_dir)  # the before/after table (eval stages only)
+    report = write_report(cfg, manifest, run_dir, before)  # before/after table (eval stages only)
     if report:
         table += "\n\n" + report
     print("\n" + table + f"\n\n[crescent] run directory: {run_dir}", flush=True)
@@ -90,14 +90,15 @@ def _run_rounds(cfg: DictConfig, plan, run_dir: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = {"rounds": n, "dirs": [rounds.round_dir(run_dir, t).name for t in range(1, n + 1)]}
     atomic_write_json(run_dir / report.ROUNDS_MARKER, marker)
-    trained, manifest = None, {}
+    trained, before, manifest = None, None, {}
     for t in range(1, n + 1):
         print(f"[crescent] ===== round {t} of {n} =====", flush=True)
         rcfg = rounds.round_config(cfg, t, trained)
-        manifest = _run_once(
-            rcfg, plan if t == 1 else build_plan(rcfg), rounds.round_dir(run_dir, t)
-        )
+        rplan = plan if t == 1 else build_plan(rcfg)
+        manifest = _run_once(rcfg, rplan, rounds.round_dir(run_dir, t), before)
         trained = Path(manifest["stages"]["train"]["dir"])
+        scored = manifest["stages"].get("eval_trained")
+        before = Path(scored["dir"]) if scored else None
     result = report.build(run_dir, run_dir / "report")
     print("\n" + result["rounds_markdown"] + f"\n[crescent] rounds report: {run_dir / 'report'}",
           flush=True)  # fmt: skip

@@ -303,7 +303,7 @@ def round_rows(rounds: list[Run], data: list[dict]) -> tuple[list[dict], list[di
     eval_base), round t the model trained in round t; deltas to the previous round and the base."""
     label = rounds[0].label.split(" (")[0]
     models = {0: dc.get(rounds[0].cfg, "model.name")}
-    per_round = {0: rounds[0].docs.get("eval_base")}
+    per_round = {0: rounds[0].docs.get("eval_base")} if rounds[0].docs.get("eval_base") else {}
     for r in rounds:
         models[r.round] = dc.get(r.cfg, "model.name")
         per_round[r.round] = r.docs.get("eval_trained")
@@ -313,7 +313,7 @@ def round_rows(rounds: list[Run], data: list[dict]) -> tuple[list[dict], list[di
     scores = []
     for k in keys:
         for t in sorted(cells):
-            v, prev, base = cells[t].get(k), cells.get(t - 1, {}).get(k), cells[0].get(k)
+            v, prev, base = cells[t].get(k), cells.get(t - 1, {}).get(k), cells.get(0, {}).get(k)
             scores.append({
                 "run": label, "round": t, "model": models.get(t) if t else f"{models[0]} (base)",
                 "task": k[0], "shots": k[1], "metric": k[2], "score": v,

@@ -75,12 +75,14 @@ TINY = ["debug=tiny", "stages=[questions,answers,vote]", "questions.max_calls=2"
 @pytest.mark.slow
 def test_damaged_cache_is_recomputed_to_the_same_outputs(tmp_path):
     run_dir = run_dir_of(cli(TINY, tmp_path))
-    files = ["questions/questions.jsonl", "answers/answers.jsonl", "vote/qa.jsonl"]
+    files = ["questions/questions.jsonl", "answers/answers.jsonl", "vote/qa.jsonl",
+             "vote/rejected.jsonl"]  # fmt: skip
     want = {f: (run_dir / f).read_bytes() for f in files}
     cache = tmp_path / "cache" / "stages"
     # damage: a tampered final file, truncated chunks, a truncated raw-generation file
-    qa = next(cache.glob("vote/*/qa.jsonl"))
-    qa.write_bytes(qa.read_bytes().replace(b'"', b"'", 1))
+    voted = next(cache.glob("vote/*/rejected.jsonl"))  # (qa.jsonl may be empty at this size)
+    assert voted.read_bytes().count(b'"') > 0
+    voted.write_bytes(voted.read_bytes().replace(b'"', b"'", 1))
     chunk = sorted(cache.glob("answers/*/chunks/answers-*.jsonl"))[0]
     chunk.write_bytes(chunk.read_bytes()[:-7])
     next(cache.glob("answers/*/_COMPLETE.json")).unlink()
@@ -93,7 +95,7 @@ def test_damaged_cache_is_recomputed_to_the_same_outputs(tmp_path):
     npy.write_bytes(npy.read_bytes()[:-10])  # call 0's chunk: embeddings cut short
     res = cli(TINY, tmp_path)
     warnings = [x for x in res.stdout.splitlines() if x.startswith("[crescent] warning:")]
-    assert any("qa.jsonl changed since it was written" in w for w in warnings), warnings
+    assert any("rejected.jsonl changed since it was written" in w for w in warnings), warnings
     assert any("answers chunk" in w and "unreadable" in w for w in warnings), warnings
     assert any("raw generations" in w for w in warnings), warnings
     assert any("dedup chunk" in w for w in warnings), warnings

@@ -102,8 +102,9 @@ def test_report_shows_every_round_against_the_previous_and_the_base(tmp_path):
 @pytest.mark.slow
 def test_two_rounds_end_to_end_on_the_embedded_model(tmp_path):
     # one vote per question on 160-token answers, so that most questions get a label to train on
-    args = ["debug=tiny", "rounds=2", "logger=none", "questions.max_calls=1", "answers.n=1",
-            "voting.k=1", "sampling.answers.max_tokens=160", "train.trainer.max_steps=2",
+    args = ["debug=tiny", "rounds=2", "logger=none", "questions.target=6", "questions.max_calls=2",
+            "sampling.questions.n=16", "sampling.questions.max_tokens=80", "answers.n=1",
+            "voting.k=1", "sampling.answers.max_tokens=192", "train.trainer.max_steps=2",
             "stages=[questions,answers,vote,train,eval_trained]", "eval.tasks=[gsm8k]",
             "eval.shots=[0]", "eval.limit=2", "eval.max_gen_toks=32"]  # fmt: skip
     res = cli(args, tmp_path)
@@ -120,6 +121,11 @@ def test_two_rounds_end_to_end_on_the_embedded_model(tmp_path):
     assert "rounds report" in res.stdout and (run / "report" / "rounds.png").is_file()
     rows = list(csv.DictReader((run / "report" / "rounds.csv").open()))
     assert {r["round"] for r in rows} == {"1", "2"}  # no eval_base stage asked: no round 0
+    # round 2's before/after table compares with round 1's trained model
+    assert (
+        "base = the model this round started from"
+        in (run / "round_2" / "eval_report.md").read_text()
+    )
     # the same command again: every stage of both rounds is reused
     again = cli(args, tmp_path)
     assert again.stdout.count(": reused") == 10 and ": computing" not in again.stdout

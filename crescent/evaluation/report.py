@@ -127,8 +127,10 @@ def _entry_of(cfg, manifest: dict, stage: str) -> Path | None:
         return None
 
 
-def write_report(cfg, manifest: dict, run_dir: Path) -> str | None:
-    """Build, save (eval_report.md / .png in run_dir) and return the report; None without eval."""
+def write_report(cfg, manifest: dict, run_dir: Path, before: Path | None = None) -> str | None:
+    """Build, save (eval_report.md / .png in run_dir) and return the report; None without eval.
+    `before`: an eval entry standing in for a missing eval_base (`rounds=N`: the previous round's
+    eval_trained, the model this round started from)."""
     if not any(s in manifest["stages"] for s in ("eval_base", "eval_trained")):
         return None
     from crescent.evaluation.registry import TASKS
@@ -138,9 +140,12 @@ def write_report(cfg, manifest: dict, run_dir: Path) -> str | None:
         for s in ("eval_base", "eval_trained")
         if (d := _entry_of(cfg, manifest, s))
     }
+    notes = []
+    if "eval_base" not in docs and before is not None and (prev := load_results(before)):
+        docs["eval_base"] = prev
+        notes.append(f"base = the model this round started from: {prev['model']} ({before})")
     base, trained = docs.get("eval_base"), docs.get("eval_trained")
     rows = before_after_rows(base and base["cells"], trained and trained["cells"])
-    notes = []
     for name in dict.fromkeys(r["task"].split(":")[0] for r in rows):
         if name in TASKS and TASKS[name].note:
             notes.append(TASKS[name].note)
