@@ -30,5 +30,9 @@ def main(cfg) -> float | None:
 
 
 if __name__ == "__main__":
+    # `python run.py experiments=X -m a=1,2` works like `python run.py -m experiments=X a=1,2`
+    # (Hydra's parser wants its flags before the overrides)
+    flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
+    sys.argv[1:] = flags + [a for a in sys.argv[1:] if a not in flags]
     check_group_choices(sys.argv[1:], ROOT)
     main()

@@ -57,3 +57,11 @@ def test_bad_input_is_one_clear_line(tmp_path, args, names, allowed):
         a.format(broken=tmp_path / "broken.jsonl", short=tmp_path / "short.jsonl") for a in args
     ]
     assert_one_line_error(run_cli(args, tmp_path, timeout=120), tmp_path, names, allowed)
+
+
+def test_multirun_flag_after_the_overrides_is_understood(tmp_path):
+    """`python run.py experiments=X -m a=1,2` (flag last) runs like `-m` first: here it reaches our
+    validation (one line about the bad value), not argparse's 'unrecognized arguments'."""
+    res = run_cli(["voting.k=0", "-m", "seed=1,2"], tmp_path, timeout=120)
+    assert "unrecognized arguments" not in res.stderr
+    assert res.returncode == 2 and "voting.k=0: must be an integer >= 1" in res.stderr
