@@ -34,8 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["questions", "answers", "vote", "train", "eval_trained"]
 ARGS = ["debug=tiny", "logger=none", "questions.target=6", "questions.max_calls=2",
-        "sampling.questions.n=16", "sampling.questions.max_tokens=80", "answers.n=2", "voting.k=1",
-        "sampling.answers.max_tokens=160", "train.trainer.max_steps=4", "eval.tasks=[gsm8k]",
+        "sampling.questions.n=16", "sampling.questions.max_tokens=80", "answers.n=1", "voting.k=1",
+        "sampling.answers.max_tokens=256", "train.trainer.max_steps=4", "eval.tasks=[gsm8k]",
         "eval.shots=[0]", "eval.limit=4", "eval.max_gen_toks=48",
         f"stages=[{','.join(STAGES)}]"]  # fmt: skip
 # per stage: files compared (byte for byte, except wall-clock fields), and the JSONL whose ids
@@ -61,16 +61,19 @@ def content(path: Path) -> bytes | object:
 
 
 def env_for(work: Path) -> dict:
+    models = os.environ.get(
+        "CRESCENT_MODELS", str(ROOT / ".cache" / "models")
+    )  # shared: built once
     return {**os.environ, "CRESCENT_CACHE": str(work / "cache"), "CRESCENT_RUNS": str(work / "runs"),
-            "PYTHONUNBUFFERED": "1"}  # fmt: skip
+            "CRESCENT_MODELS": models, "PYTHONUNBUFFERED": "1"}  # fmt: skip
 
 
 def run(work: Path, kill_stage: str | None = None, after_s: float = 0.0) -> tuple[int, str, bool]:
     """Run the command; with `kill_stage`, SIGKILL it `after_s` seconds after that stage starts
     computing. Returns (exit code, stdout, whether the kill was delivered)."""
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *ARGS], env=env_for(work),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            cwd=work)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=open(work / "stderr.log", "w"),
+                            text=True, cwd=work)  # fmt: skip
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     out, started, done, killed = [], None, False, False
@@ -124,6 +127,13 @@ def compare(stage: str, ref: Path, got: Path) -> dict:
     return res
 
 
+def save(trials: list[dict], secs: dict) -> None:
+    out = ROOT / "bench" / "results" / "fault_injection.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"args": ARGS, "reference_seconds": secs, "trials": trials},
+                              indent=2) + "\n")  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=20, help="kills per stage")
@@ -136,7 +146,8 @@ def main() -> int:
     (base / "ref").mkdir()
     code, out, _ = run(base / "ref")
     if code != 0:
-        sys.exit(f"reference run failed (exit {code}):\n{out[-3000:]}")
+        err = (base / "ref" / "stderr.log").read_text()
+        sys.exit(f"reference run failed (exit {code}):\n{out[-2000:]}\n{err[-2000:]}")
     ref = entries(out)
     secs = {s: json.loads((ref[s] / "_COMPLETE.json").read_text())["seconds"] for s in STAGES}
     trials = []
@@ -144,6 +155,7 @@ def main() -> int:
         upstream = STAGES[: STAGES.index(stage)]
         for t in range(args.trials):
             work = base / f"{stage}-{t}"
+            work.mkdir()
             for s in upstream:  # the reference's upstream entries: only `stage` onwards runs
                 shutil.copytree(ref[s], work / "cache" / "stages" / s / ref[s].name)
             after = rng.uniform(0, secs[stage])
@@ -156,6 +168,7 @@ def main() -> int:
                        {"differing": ["(re-run failed)"], "lost": -1, "duplicated": -1})  # fmt: skip
             trials.append(res)
             print(json.dumps(res), flush=True)
+            save(trials, secs)  # after every trial: a stopped bench keeps what it measured
             shutil.rmtree(work, ignore_errors=True)
     print("\n| stage | trials | killed mid-stage | lost | duplicated | differing | re-run failed |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -164,10 +177,6 @@ def main() -> int:
         print(f"| {stage} | {len(ts)} | {sum(t['killed'] for t in ts)} | "
               f"{sum(max(0, t['lost']) for t in ts)} | {sum(max(0, t['duplicated']) for t in ts)} | "
               f"{sum(bool(t['differing']) for t in ts)} | {sum(t['exit'] != 0 for t in ts)} |")  # fmt: skip
-    out_file = ROOT / "bench" / "results" / "fault_injection.json"
-    out_file.parent.mkdir(exist_ok=True)
-    out_file.write_text(json.dumps({"args": ARGS, "reference_seconds": secs, "trials": trials},
-                                   indent=2) + "\n")  # fmt: skip
     shutil.rmtree(base, ignore_errors=True)
     return 0
 
