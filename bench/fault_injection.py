@@ -12,7 +12,7 @@ the moment the stage prints `computing`), then the same command again to complet
 
 Run:  python bench/fault_injection.py --trials 20             # about 1 min per trial on 2 CPU cores
       python bench/fault_injection.py --trials 2 --stages answers,train
-Writes bench/results/fault_injection.json (every trial) and prints the tally.
+Writes bench/results/fault_injection.json (--out; every trial, saved as it goes) and prints the tally.
 """
 
 from __future__ import annotations
@@ -127,8 +127,7 @@ def compare(stage: str, ref: Path, got: Path) -> dict:
     return res
 
 
-def save(trials: list[dict], secs: dict) -> None:
-    out = ROOT / "bench" / "results" / "fault_injection.json"
+def save(trials: list[dict], secs: dict, out: Path) -> None:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"args": ARGS, "reference_seconds": secs, "trials": trials},
                               indent=2) + "\n")  # fmt: skip
@@ -138,7 +137,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=20, help="kills per stage")
     ap.add_argument("--stages", default=",".join(STAGES))
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the kill times")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fault_injection.json")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     base = Path(tempfile.mkdtemp(prefix="crescent-faults-"))
@@ -168,7 +168,9 @@ def main() -> int:
                        {"differing": ["(re-run failed)"], "lost": -1, "duplicated": -1})  # fmt: skip
             trials.append(res)
             print(json.dumps(res), flush=True)
-            save(trials, secs)  # after every trial: a stopped bench keeps what it measured
+            save(
+                trials, secs, args.out
+            )  # after every trial: a stopped bench keeps what it measured
             shutil.rmtree(work, ignore_errors=True)
     print("\n| stage | trials | killed mid-stage | lost | duplicated | differing | re-run failed |")
     print("|---|---:|---:|---:|---:|---:|---:|")
