@@ -90,12 +90,15 @@ class CacheEntry:
                 return f"{name} changed since it was written (sha256 differs)"
         return None
 
-    def invalidate_if_damaged(self) -> None:
-        """A marker whose files no longer match it is reported in one line and removed, so the
-        stage runs again (reusing its intact chunks)."""
-        if self.marker.is_file() and (why := self.problem()):
+    def check(self) -> bool:
+        """Whether the entry is complete and intact (hashing its files once). A marker whose files
+        no longer match it is reported in one line and removed, so the stage runs again (reusing
+        its intact chunks)."""
+        why = self.problem()
+        if why and self.marker.is_file():
             print(f"[crescent] warning: cache entry {self.dir}: {why}; recomputing it", flush=True)
             self.marker.unlink(missing_ok=True)
+        return why is None
 
     def info(self) -> dict | None:
         try:

@@ -201,8 +201,7 @@ def execute(cfg: DictConfig, plan: list[PlannedStage], run_dir: Path) -> dict:
         for ps in plan:
             t0 = time.time()
             with ps.entry.lock():
-                ps.entry.invalidate_if_damaged()
-                if ps.entry.is_complete():
+                if ps.entry.check():
                     info = ps.entry.info()
                     status, metrics, compute_s = "reused", info["metrics"], info["seconds"]
                     print(f"[crescent] {ps.stage.name}: reused {ps.entry.dir}", flush=True)

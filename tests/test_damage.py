@@ -27,7 +27,7 @@ def test_a_tampered_file_of_the_same_size_is_detected_and_the_marker_dropped(tmp
     assert e.is_complete()
     e.path("qa.jsonl").write_text('{"id": "q1", "answer": "9"}\n')  # same size, other content
     assert e.problem() == "qa.jsonl changed since it was written (sha256 differs)"
-    e.invalidate_if_damaged()
+    assert e.check() is False
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "(sha256 differs); recomputing it" in out[0]
     assert not e.marker.exists() and e.path("qa.jsonl").exists()
