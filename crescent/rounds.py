@@ -5,8 +5,9 @@ fine-tuned model as *the* model: it writes the questions, answers and votes, and
 fine-tuning) starts from it, so the improvements compound. Round t+1 has no `eval_base`: its
 "before" is round t's `eval_trained`, the same model. Each round is a run directory of its own,
 `<run>/round_<t>/` (manifest, eval report), and every stage of every round is cached, so a killed
-`rounds=3` resumes inside the round it was in. `<run>/rounds.md|csv|png` follow accuracy,
-acceptance rate and vote share round by round (written by crescent.report.rounds_report).
+`rounds=3` resumes inside the round it was in. At the end `crescent.report` of the run writes
+`<run>/report/`: rounds.csv (score per round, deltas to the previous round and the base),
+rounds_data.csv (acceptance rate, QA pairs, vote share per round), rounds.png and results.md.
 
 Round t's model is the train stage's merged folder when it has one (`train.merge=true`, or full
 fine-tuning); otherwise its adapter is merged into round t's base once, under the models folder.
@@ -48,7 +49,8 @@ def model_of_round(cfg: DictConfig, train_entry: Path, r: int) -> str:
     folder = outputs.get("merged") or outputs.get("full_model")
     if folder:
         return str(train_entry / folder)
-    dest = Path(cfg.paths.models_dir) / f"{outputs['model_name']}-round{r}-{train_entry.name}"
+    base_name = str(outputs["model_name"]).split("-round")[0]
+    dest = Path(cfg.paths.models_dir) / f"{base_name}-round{r}-{train_entry.name}"
     adapter = train_entry / outputs["adapter"]
     return build_once(dest, lambda: merge_adapter(outputs["base_model"], adapter, dest))
 
