@@ -3,9 +3,9 @@ and compare with an uninterrupted run. Prints a tally per stage: lost, duplicate
 
 One reference run of a tiny loop on the embedded model (debug=tiny sizes: questions, answers, vote,
 train, eval_trained) gives every stage's outputs and compute time. Then, per stage and trial: a
-fresh cache holding the reference's upstream entries (so only that stage and the ones after it
-run), a kill at a uniformly random time within the stage's reference compute time (measured from
-the moment the stage prints `computing`), then the same command again to completion. A trial is:
+fresh cache holding the reference's upstream entries, the loop up to that stage (so only it runs)
+killed at a uniformly random time within the stage's reference compute time (measured from the
+moment the stage prints `computing`), then the same command again to completion. A trial is:
 - `differing` when any compared output file differs from the reference's bytes,
 - `lost` when an id of the reference's output is missing, `duplicated` when an id appears twice,
 - `finished` when the kill came after the stage had already completed (still compared).
@@ -36,8 +36,7 @@ STAGES = ["questions", "answers", "vote", "train", "eval_trained"]
 ARGS = ["debug=tiny", "logger=none", "questions.target=6", "questions.max_calls=2",
         "sampling.questions.n=16", "sampling.questions.max_tokens=80", "answers.n=1", "voting.k=1",
         "sampling.answers.max_tokens=256", "train.trainer.max_steps=4", "eval.tasks=[gsm8k]",
-        "eval.shots=[0]", "eval.limit=4", "eval.max_gen_toks=48",
-        f"stages=[{','.join(STAGES)}]"]  # fmt: skip
+        "eval.shots=[0]", "eval.limit=4", "eval.max_gen_toks=48"]  # fmt: skip
 # per stage: files compared (byte for byte, except wall-clock fields), and the JSONL whose ids
 # must be exactly the reference's
 COMPARED = {
@@ -68,10 +67,11 @@ def env_for(work: Path) -> dict:
             "CRESCENT_MODELS": models, "PYTHONUNBUFFERED": "1"}  # fmt: skip
 
 
-def run(work: Path, kill_stage: str | None = None, after_s: float = 0.0) -> tuple[int, str, bool]:
-    """Run the command; with `kill_stage`, SIGKILL it `after_s` seconds after that stage starts
-    computing. Returns (exit code, stdout, whether the kill was delivered)."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *ARGS], env=env_for(work),
+def run(work: Path, upto: str, kill_stage: str | None = None, after_s: float = 0.0):
+    """Run the loop up to stage `upto`; with `kill_stage`, SIGKILL it `after_s` seconds after that
+    stage starts computing. Returns (exit code, stdout, whether the kill landed inside the stage)."""
+    stages = f"stages=[{','.join(STAGES[: STAGES.index(upto) + 1])}]"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *ARGS, stages], env=env_for(work),
                             stdout=subprocess.PIPE, stderr=open(work / "stderr.log", "w"),
                             text=True, cwd=work)  # fmt: skip
     lines: queue.Queue = queue.Queue()
@@ -144,7 +144,7 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="crescent-faults-"))
     print(f"reference run in {base / 'ref'} ...", flush=True)
     (base / "ref").mkdir()
-    code, out, _ = run(base / "ref")
+    code, out, _ = run(base / "ref", STAGES[-1])
     if code != 0:
         err = (base / "ref" / "stderr.log").read_text()
         sys.exit(f"reference run failed (exit {code}):\n{out[-2000:]}\n{err[-2000:]}")
@@ -159,8 +159,8 @@ def main() -> int:
             for s in upstream:  # the reference's upstream entries: only `stage` onwards runs
                 shutil.copytree(ref[s], work / "cache" / "stages" / s / ref[s].name)
             after = rng.uniform(0, secs[stage])
-            _, _, killed = run(work, stage, after)
-            code, out2, _ = run(work)
+            _, _, killed = run(work, stage, stage, after)
+            code, out2, _ = run(work, stage)  # the same command again (up to the stage under test)
             got = entries(out2)
             res = {"stage": stage, "trial": t, "kill_after_s": round(after, 2), "killed": killed,
                    "exit": code}  # fmt: skip
