@@ -77,25 +77,29 @@ def run(work: Path, upto: str, kill_stage: str | None = None, after_s: float = 0
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     out, started, done, killed = [], None, False, False
-    while proc.poll() is None or not lines.empty():
-        try:
-            line = lines.get(timeout=0.02)
-        except queue.Empty:
-            line = None
-        if line:
-            out.append(line)
-            if kill_stage and started is None and f"{kill_stage}: computing" in line:
-                started = time.time()
-            elif started is not None and (": computing ->" in line or "run directory" in line):
-                done = True  # the stage finished: a later stage started, or the run ended
-        if (
-            started is not None
-            and not killed
-            and proc.poll() is None
-            and time.time() - started >= after_s
-        ):
-            proc.send_signal(signal.SIGKILL)
-            killed = not done  # a kill that landed after the stage finished does not count
+    try:
+        while proc.poll() is None or not lines.empty():
+            try:
+                line = lines.get(timeout=0.02)
+            except queue.Empty:
+                line = None
+            if line:
+                out.append(line)
+                if kill_stage and started is None and f"{kill_stage}: computing" in line:
+                    started = time.time()
+                elif started is not None and (": computing ->" in line or "run directory" in line):
+                    done = True  # the stage finished: a later stage started, or the run ended
+            if (
+                started is not None
+                and not killed
+                and proc.poll() is None
+                and time.time() - started >= after_s
+            ):
+                proc.send_signal(signal.SIGKILL)
+                killed = not done  # a kill that landed after the stage finished does not count
+    finally:  # a stopped bench leaves no run behind
+        if proc.poll() is None:
+            proc.kill()
     proc.wait()
     return proc.returncode, "".join(out), killed
 
@@ -140,6 +144,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fault_injection.json")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stopping the bench stops its run too
     rng = random.Random(args.seed)
     base = Path(tempfile.mkdtemp(prefix="crescent-faults-"))
     print(f"reference run in {base / 'ref'} ...", flush=True)
