@@ -89,7 +89,7 @@ def _run_rounds(cfg: DictConfig, plan, run_dir: Path) -> dict:
     n = int(cfg.rounds)
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = {"rounds": n, "dirs": [rounds.round_dir(run_dir, t).name for t in range(1, n + 1)]}
-    atomic_write_json(run_dir / report.ROUNDS_MARKER, marker)
+    atomic_write_json(run_dir / rounds.ROUNDS_MARKER, marker)
     trained, before, manifest = None, None, {}
     for t in range(1, n + 1):
         print(f"[crescent] ===== round {t} of {n} =====", flush=True)

@@ -35,7 +35,6 @@ import argparse
 import csv
 import io
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +50,7 @@ from crescent.report_plots import (
     plot_vote_shares,
     plot_vs_key,
 )
+from crescent.rounds import ROUND_DIR_RE, ROUNDS_MARKER
 
 MISSING, TEX_MISSING = "missing", "--"
 PLOT_KEYS = ("dedup.threshold", "voting.k")  # accuracy-vs-key plots, drawn when the key varies
@@ -73,7 +73,6 @@ ROUND_SCORE_COLS = ["run", "round", "model", "task", "shots", "metric", "score",
                     "vs previous round (pts)", "vs base (pts)"]  # fmt: skip
 ROUND_DATA_COLS = ["run", "round", "model", "accepted questions", "acceptance rate", "QA pairs",
                    "mean vote share", "distinct-2", "val loss before", "val loss after"]  # fmt: skip
-ROUNDS_MARKER = "rounds.json"  # written by `rounds=N` into the folder holding round_<t>/
 DATA_COLS = ["run", "settings", "accepted questions", "acceptance rate", "QA pairs",
              "mean vote share", "distinct-2", "train loss first 1/4", "train loss last 1/4",
              "val loss before", "val loss after"]  # fmt: skip
@@ -108,7 +107,7 @@ def find_runs(path: Path, exclude: Path | None = None) -> list[Path]:
     for d, subdirs, files in os.walk(path):
         dp = Path(d)
         if ROUNDS_MARKER in files:  # an iterated run: its rounds are the runs
-            subdirs[:] = sorted(s for s in subdirs if re.fullmatch(r"round_\d+", s))
+            subdirs[:] = sorted(s for s in subdirs if ROUND_DIR_RE.fullmatch(s))
             continue
         if exclude is not None and dp.resolve() == exclude.resolve():
             subdirs[:] = []
@@ -128,7 +127,7 @@ def find_runs(path: Path, exclude: Path | None = None) -> list[Path]:
 def load_run(d: Path, root: Path) -> Run:
     rel = str(d.relative_to(root)) if d != root else d.name
     run = Run(d, rel, dc.read_manifest(d), dc.read_config(d))
-    m = re.fullmatch(r"round_(\d+)", d.name)
+    m = ROUND_DIR_RE.fullmatch(d.name)
     if m and (d.parent / ROUNDS_MARKER).is_file():
         run.round = int(m.group(1))
     if run.manifest is None:

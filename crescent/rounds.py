@@ -16,6 +16,7 @@ fine-tuning); otherwise its adapter is merged into round t's base once, under th
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from crescent.models import build_once, save_model_folder
 
 ROUND_DIR = "round_{}"
+ROUND_DIR_RE = re.compile(r"round_(\d+)")  # reads ROUND_DIR back (crescent.report)
+ROUNDS_MARKER = "rounds.json"  # written into the folder holding round_<t>/
 
 
 def round_dir(run_dir: Path, r: int) -> Path:
