@@ -89,6 +89,9 @@ RULES: list[tuple[str, tuple[Callable, str]]] = [
     ("voting.count_truncated", BOOL),
     ("voting.min_share", in_range(0, 1)),
     ("engine.batch_size", int_at_least(1)),
+    ("engine.replicas", int_at_least(1)),
+    ("engine.ray.cpus_per_replica", in_range(0, 1024, lo_open=True)),
+    ("engine.ray.gpus_per_replica", in_range(0, 64)),
     ("model.trust_remote_code", BOOL),
     ("model.chat_template", BOOL),
     ("logger.mode", one_of(["auto", "online", "offline", "disabled"])),
@@ -218,11 +221,24 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("model") is None or not cfg.model.get("name"):
         raise ConfigError("model: no model selected; choose one with model=NAME")
     _check_training(cfg)
+    _check_replicas(cfg)
     if cfg.rounds > 1:
         _check_rounds(cfg, list(stages))
 
 
 ROUND_STAGES = ("questions", "answers", "vote", "train")  # what a round regenerates and retrains
+
+
+def _check_replicas(cfg: DictConfig) -> None:
+    """engine.replicas > 1 runs the engine as Ray actors: ray must be importable."""
+    if cfg.engine.replicas > 1:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError(
+                f"engine.replicas={cfg.engine.replicas}: needs the ray package "
+                "(`pip install -e .[ray]`); without it use engine.replicas=1"
+            )
 
 
 def _check_rounds(cfg: DictConfig, stages: list[str]) -> None:

@@ -45,6 +45,7 @@ CASES = [
     (["eval.backend=tgi"], "eval.backend=tgi", "one of hf, vllm"),
     (["eval.shots=[-1]"], "eval.shots=[-1]", "integers >= 0"),
     (["engine.batch_size=0"], "engine.batch_size=0", "an integer >= 1"),
+    (["engine.replicas=0"], "engine.replicas=0", "an integer >= 1"),
     (["voting.min_share=2"], "voting.min_share=2", "[0, 1]"),
 ]
 

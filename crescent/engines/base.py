@@ -8,6 +8,7 @@ A sampled generation is a function of model, prompt, sampling parameters, seed a
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 from crescent.errors import ConfigError
@@ -24,6 +25,10 @@ class SamplingSpec:
 
     def key(self) -> dict:
         return asdict(self)
+
+
+# one generate call: (prompts, spec, progress-bar label)
+Request = tuple[list[str], SamplingSpec, str]
 
 
 @dataclass
@@ -67,6 +72,15 @@ class Engine:
         self, prompts: list[str], spec: SamplingSpec, desc: str = "generate"
     ) -> list[list[Generation]]:
         raise NotImplementedError
+
+    def generate_many(self, jobs: Iterable[tuple[object, Request | None]]) -> Iterator[tuple]:
+        """Several generate calls, each a unit of work (a chunk): for each `(tag, request)` in
+        order, yield `(tag, generations)`; a `None` request (already cached) yields `(tag, None)`.
+        One engine runs them one after another, when asked for; a Ray pool
+        (`crescent.engines.ray_pool`) runs up to one per replica ahead. Every request carries its
+        own seed, so the rows do not depend on which replica ran it."""
+        for tag, request in jobs:
+            yield tag, None if request is None else self.generate(*request)
 
     def close(self) -> None:
         """Free the model (vLLM keeps GPU memory until its process ends)."""

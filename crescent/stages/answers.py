@@ -4,7 +4,8 @@ Reads:  questions.jsonl (from `questions`/`dedup`, or the user's `answers.input`
 Writes: answers.jsonl: {id, question, responses: [{text, finish_reason, num_tokens}, ...]}.
 
 Questions are answered in chunks of `answers.chunk_size`, each with a seed derived from its index
-and saved as `chunks/answers-<i>.jsonl`; a killed run resumes at the first missing chunk. Voting
+and saved as `chunks/answers-<i>.jsonl`; a killed run resumes at the first missing chunk. With
+`engine.replicas > 1` the chunks are spread over Ray replicas (same rows as one engine). Voting
 takes the first k of the pool (maj@k by prefix), so a `voting.k` sweep never re-samples.
 """
 
@@ -44,32 +45,41 @@ def run(ctx) -> dict:
         r.setdefault("id", f"q{i:06d}")
     s = cfg.sampling.answers
     size = int(cfg.answers.chunk_size)
-    engine = None
+    n = int(cfg.answers.n)
+    chunks = [rows[start : start + size] for start in range(0, len(rows), size)]
+    paths = [ctx.entry.chunk(f"answers-{c:06d}.jsonl") for c in range(len(chunks))]
+    saved = [
+        load_or_discard([path], functools.partial(_read_chunk, path, [r["id"] for r in part], n),
+                        "answers chunk")
+        for path, part in zip(paths, chunks, strict=True)
+    ]  # fmt: skip
+    engine = ctx.resources.engine() if any(x is None for x in saved) else None
+
+    def jobs():  # a saved chunk needs no request; the others one generate call each
+        for c, part in enumerate(chunks):
+            if saved[c] is not None:
+                yield c, None
+                continue
+            prompts = [engine.render(r["question"] + cfg.model.answer_suffix) for r in part]
+            spec = SamplingSpec(
+                n=n, temperature=float(s.temperature), top_p=float(s.top_p),
+                max_tokens=int(s.max_tokens), stop=tuple(cfg.model.stop),
+                seed=derive_seed(int(cfg.seed), "answers", c),
+            )  # fmt: skip
+            yield c, (prompts, spec, f"answers chunk {c + 1}/{len(chunks)}")
+
     out, t0, new_tokens = [], time.time(), 0
-    chunks = range(0, len(rows), size)
-    for c, start in enumerate(chunks):
-        path = ctx.entry.chunk(f"answers-{c:06d}.jsonl")
-        want = [r["id"] for r in rows[start : start + size]]
-        done = load_or_discard([path], functools.partial(_read_chunk, path, want, int(cfg.answers.n)),
-                               "answers chunk")  # fmt: skip
-        if done is not None:
-            out += done
+    results = engine.generate_many(jobs()) if engine else ((c, None) for c in range(len(chunks)))
+    for c, gens in results:
+        if gens is None:
+            out += saved[c]
             continue
-        engine = engine or ctx.resources.engine()
-        part = rows[start : start + size]
-        prompts = [engine.render(r["question"] + cfg.model.answer_suffix) for r in part]
-        spec = SamplingSpec(
-            n=int(cfg.answers.n), temperature=float(s.temperature), top_p=float(s.top_p),
-            max_tokens=int(s.max_tokens), stop=tuple(cfg.model.stop),
-            seed=derive_seed(int(cfg.seed), "answers", c),
-        )  # fmt: skip
-        gens = engine.generate(prompts, spec, desc=f"answers chunk {c + 1}/{len(chunks)}")
         done = [
             {"id": r["id"], "question": r["question"], "responses": [g.row() for g in gs]}
-            for r, gs in zip(part, gens, strict=True)
+            for r, gs in zip(chunks[c], gens, strict=True)
         ]
         new_tokens += sum(g.num_tokens for gs in gens for g in gs)
-        atomic_write_jsonl(path, done)
+        atomic_write_jsonl(paths[c], done)
         out += done
         print(f"[crescent] answers: {len(out)}/{len(rows)} questions", flush=True)
     atomic_write_jsonl(ctx.entry.path(ANSWERS), out)

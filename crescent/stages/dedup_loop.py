@@ -34,6 +34,10 @@ class DedupLoop:
         self.calls: list[dict] = []
         self.replayed_chunks = 0
 
+    def is_saved(self, name: str) -> bool:
+        """Whether chunk `name` was completed by an earlier run (it is checked when replayed)."""
+        return self.ctx.entry.chunk(f"{name}.json").is_file()
+
     def run_chunk(self, name: str, calls: list[CallSource]) -> None:
         jpath, npath = self.ctx.entry.chunk(f"{name}.json"), self.ctx.entry.chunk(f"{name}.npy")
 

@@ -104,29 +104,48 @@ def run(ctx) -> dict:
     tokens_generated = 0
     engine_tokens_at_start = int(engine.stats["generated_tokens"])
 
-    def bait_call(call: int):
+    def request(call: int):
+        seed = derive_seed(int(cfg.seed), "bait", call)
+        return [prompt], SamplingSpec(**spec, seed=seed), f"bait call {call}"
+
+    def bait_jobs():  # ((call, cached samples), request): sample unless saved or cached
+        for call in range(int(q.max_calls)):
+            if loop.is_saved(f"call-{call:06d}"):  # its dedup chunk is replayed: no samples needed
+                yield (call, None), None
+            elif (rows := gens.get(call)) is not None:
+                yield (call, rows), None
+            else:
+                yield (call, None), request(call)
+
+    def samples(call: int, rows, generated) -> list[dict]:
+        """The call's raw samples: cached, just generated (saved now), or sampled now (a saved
+        dedup chunk that turned out damaged, with no cached samples)."""
+        nonlocal tokens_generated
+        if rows is not None:
+            return rows
+        if generated is None and (rows := gens.get(call)) is not None:
+            return rows
+        generated = generated or engine.generate(*request(call))
+        rows = [g.row() for g in generated[0]]
+        gens.put(call, rows)
+        tokens_generated += sum(r["num_tokens"] for r in rows)
+        return rows
+
+    def bait_call(call: int, rows, generated):
         def source():
-            nonlocal tokens_generated
-            rows = gens.get(call)
-            if rows is None:
-                seed = derive_seed(int(cfg.seed), "bait", call)
-                out = engine.generate(
-                    [prompt], SamplingSpec(**spec, seed=seed), desc=f"bait call {call}"
-                )[0]
-                rows = [g.row() for g in out]
-                gens.put(call, rows)
-                tokens_generated += sum(r["num_tokens"] for r in rows)
+            got = samples(call, rows, generated)
             cands = [
                 Candidate(f"c{call:05d}-s{j:03d}", clean(r["text"]), r["text"], call, "bait")
-                for j, r in enumerate(rows)
+                for j, r in enumerate(got)
             ]
             return cands, None
 
         return source
 
     warned = False
-    for call in range(int(q.max_calls)):
-        loop.run_chunk(f"call-{call:06d}", [(call, bait_call(call))])
+    stream = engine.generate_many(bait_jobs())  # a Ray pool samples the next calls meanwhile
+    for (call, rows), generated in stream:
+        loop.run_chunk(f"call-{call:06d}", [(call, bait_call(call, rows, generated))])
         c = loop.calls[-1]
         print(
             f"[crescent] questions: call {call}: {c['accepted']}/{c['samples']} accepted "
@@ -146,6 +165,7 @@ def run(ctx) -> dict:
             )
         if len(loop.accepted) >= int(q.target):
             break
+    stream.close()
     metrics = loop.write_outputs(target=int(q.target))
     if metrics["accepted"] < int(q.target):
         ctx.warn(
