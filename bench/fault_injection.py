@@ -5,7 +5,10 @@ One reference run of a tiny loop on the embedded model (debug=tiny sizes: questi
 train, eval_trained) gives every stage's outputs and compute time. Then, per stage and trial: a
 fresh cache holding the reference's upstream entries, the loop up to that stage (so only it runs)
 killed at a uniformly random time within the stage's reference compute time (measured from the
-moment the stage prints `computing`), then the same command again to completion. A trial is:
+moment the stage prints `computing`; when a stage finishes before its kill, e.g. because the
+reference ran on a busier machine, later trials draw from the shorter time it took), then the same
+command again to completion. Trials continue until `--trials` kills landed inside the stage (at most
+3x as many trials). A trial is:
 - `differing` when any compared output file differs from the reference's bytes,
 - `lost` when an id of the reference's output is missing, `duplicated` when an id appears twice,
 - `finished` when the kill came after the stage had already completed (still compared).
@@ -69,14 +72,15 @@ def env_for(work: Path) -> dict:
 
 def run(work: Path, upto: str, kill_stage: str | None = None, after_s: float = 0.0):
     """Run the loop up to stage `upto`; with `kill_stage`, SIGKILL it `after_s` seconds after that
-    stage starts computing. Returns (exit code, stdout, whether the kill landed inside the stage)."""
+    stage starts computing. Returns (exit code, stdout, whether the kill landed inside the stage,
+    the stage's seconds when it finished before the kill, else None)."""
     stages = f"stages=[{','.join(STAGES[: STAGES.index(upto) + 1])}]"
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *ARGS, stages], env=env_for(work),
                             stdout=subprocess.PIPE, stderr=open(work / "stderr.log", "w"),
                             text=True, cwd=work)  # fmt: skip
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
-    out, started, done, killed = [], None, False, False
+    out, started, done, killed, took = [], None, False, False, None
     try:
         while proc.poll() is None or not lines.empty():
             try:
@@ -87,8 +91,13 @@ def run(work: Path, upto: str, kill_stage: str | None = None, after_s: float = 0
                 out.append(line)
                 if kill_stage and started is None and f"{kill_stage}: computing" in line:
                     started = time.time()
-                elif started is not None and (": computing ->" in line or "run directory" in line):
-                    done = True  # the stage finished: a later stage started, or the run ended
+                elif (
+                    started is not None
+                    and not done
+                    and (": computing ->" in line or "run directory" in line)
+                ):
+                    # the stage finished: a later stage started, or the run ended
+                    done, took = True, time.time() - started
             if (
                 started is not None
                 and not killed
@@ -101,7 +110,7 @@ def run(work: Path, upto: str, kill_stage: str | None = None, after_s: float = 0
         if proc.poll() is None:
             proc.kill()
     proc.wait()
-    return proc.returncode, "".join(out), killed
+    return proc.returncode, "".join(out), killed, took
 
 
 def entries(stdout: str) -> dict[str, Path]:
@@ -139,7 +148,8 @@ def save(trials: list[dict], secs: dict, out: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--trials", type=int, default=20, help="kills per stage")
+    ap.add_argument("--trials", type=int, default=20,
+                    help="kills inside each stage (trials continue, at most 3x, until that many landed)")  # fmt: skip
     ap.add_argument("--stages", default=",".join(STAGES))
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fault_injection.json")
@@ -149,7 +159,7 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="crescent-faults-"))
     print(f"reference run in {base / 'ref'} ...", flush=True)
     (base / "ref").mkdir()
-    code, out, _ = run(base / "ref", STAGES[-1])
+    code, out, _, _ = run(base / "ref", STAGES[-1])
     if code != 0:
         err = (base / "ref" / "stderr.log").read_text()
         sys.exit(f"reference run failed (exit {code}):\n{out[-2000:]}\n{err[-2000:]}")
@@ -158,14 +168,20 @@ def main() -> int:
     trials = []
     for stage in args.stages.split(","):
         upstream = STAGES[: STAGES.index(stage)]
-        for t in range(args.trials):
+        window, kills, t = secs[stage], 0, 0
+        while kills < args.trials and t < 3 * args.trials:
             work = base / f"{stage}-{t}"
             work.mkdir()
             for s in upstream:  # the reference's upstream entries: only `stage` onwards runs
                 shutil.copytree(ref[s], work / "cache" / "stages" / s / ref[s].name)
-            after = rng.uniform(0, secs[stage])
-            _, _, killed = run(work, stage, stage, after)
-            code, out2, _ = run(work, stage)  # the same command again (up to the stage under test)
+            after = rng.uniform(0, window)
+            _, _, killed, took = run(work, stage, stage, after)
+            if not killed and took:  # the stage ran faster than in the reference: a tighter window
+                window = min(window, took)
+            kills += killed
+            code, out2, _, _ = run(
+                work, stage
+            )  # the same command again (up to the stage under test)
             got = entries(out2)
             res = {"stage": stage, "trial": t, "kill_after_s": round(after, 2), "killed": killed,
                    "exit": code}  # fmt: skip
@@ -177,6 +193,7 @@ def main() -> int:
                 trials, secs, args.out
             )  # after every trial: a stopped bench keeps what it measured
             shutil.rmtree(work, ignore_errors=True)
+            t += 1
     print("\n| stage | trials | killed mid-stage | lost | duplicated | differing | re-run failed |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for stage in args.stages.split(","):
