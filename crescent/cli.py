@@ -27,6 +27,7 @@ GROUP_DIRS = {
             "train",
             "distill",
             "data",
+            "train/strategy",
         )
     },
 }
@@ -51,7 +52,7 @@ def group_options(root: Path, group: str) -> list[str]:
 def check_group_choices(argv: list[str], root: Path) -> None:
     """Exit with one line when `group=option` names an option that does not exist (before Hydra)."""
     for arg in argv:
-        m = re.fullmatch(r"[+~]*(?P<group>[\w]+)=(?P<value>.+)", arg)
+        m = re.fullmatch(r"[+~]*(?P<group>[\w/]+)=(?P<value>.+)", arg)
         if not m or m["group"] not in GROUP_DIRS:
             continue
         value = m["value"]

@@ -10,10 +10,19 @@ A seeded `val_fraction` of the pairs is held out for validation. The training or
 permutation per epoch (`EpochShuffle`); `DataPosition` stores how many batches of the current epoch
 were consumed in Lightning's checkpoint, so a resumed run continues with the same batches an
 uninterrupted run would have seen. Batches are padded to their longest row (dynamic padding).
+
+With N training processes (DDP, FSDP, DeepSpeed) `EpochShuffle` shards each epoch's permutation
+itself, DistributedSampler-style: padded to a multiple of N by wrapping around, process r takes
+positions r, r+N, ..., so every process runs the same number of batches and one optimizer step
+averages N micro-batches of different rows. The Trainer runs with `use_distributed_sampler=False`:
+Lightning's wrapper would shard the order after the mid-epoch resume skip (a resumed process would
+see other rows), and it would shard validation too; here every process scores the whole
+validation set, so the validation loss is the one a single process reports.
 """
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytorch_lightning as pl
@@ -84,25 +93,43 @@ class EncodedPairs(Dataset):
 
 
 class EpochShuffle(Sampler[int]):
-    """A seeded permutation per epoch (Lightning calls `set_epoch`); can start mid-epoch once."""
+    """A seeded permutation per epoch (Lightning calls `set_epoch`); can start mid-epoch once;
+    with `shard(rank, world)`, this process's share of it."""
 
     def __init__(self, n: int, seed: int):
         self.n, self.seed, self.epoch = n, seed, 0
+        self.rank, self.world = 0, 1
         self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def shard(self, rank: int, world: int) -> None:
+        """Serve process `rank` of `world` (called once the Trainer knows both)."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside a world of {world}")
+        self.rank, self.world = int(rank), int(world)
 
     def resume(self, epoch: int, skip: int) -> None:
         """Skip the first `skip` indices of epoch `epoch` (they were trained before a restart)."""
         self._resume = (epoch, skip)
 
     def order(self, epoch: int) -> list[int]:
+        """The epoch's permutation of all rows (the same in every process)."""
         g = torch.Generator().manual_seed(derive_seed(self.seed, "epoch", epoch))
         return torch.randperm(self.n, generator=g).tolist()
 
+    def indices(self, epoch: int) -> list[int]:
+        """This process's rows of the epoch, in order (all of them with one process)."""
+        order = self.order(epoch)
+        if self.world == 1:
+            return order
+        total = len(self) * self.world
+        order = (order * math.ceil(total / self.n))[:total]  # wrap around: equal shares
+        return order[self.rank :: self.world]
+
     def __len__(self) -> int:
-        return self.n
+        return math.ceil(self.n / self.world)
 
     def __iter__(self):
         # a generator: runs at the first batch, after Lightning has set the epoch
@@ -111,7 +138,7 @@ class EpochShuffle(Sampler[int]):
             epoch, n = self._resume
             self._resume = None
             skip = n if epoch == self.epoch else 0
-        yield from self.order(self.epoch)[skip:]
+        yield from self.indices(self.epoch)[skip:]
 
 
 class DataPosition(pl.Callback):
@@ -132,7 +159,7 @@ class DataPosition(pl.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.batches = int(state["epoch"]), int(state["batches"])
-        self.sampler.resume(self.epoch, self.batches * self.batch_size)
+        self.sampler.resume(self.epoch, self.batches * self.batch_size)  # of this process's share
 
 
 def pad_collate(pad_id: int):
@@ -238,6 +265,8 @@ class QADataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.trainer is not None:  # under a Trainer: this process's share (all of it with one)
+            self.sampler.shard(self.trainer.global_rank, self.trainer.world_size)
         return self._loader(self.train_set, self.sampler)
 
     def val_dataloader(self):

@@ -12,6 +12,10 @@
 - Checkpoints hold only trainable parameters (the frozen base is reloaded from its folder), plus the
   per-batch training log (`StepLog`), so a resumed run reports the whole run's losses, and the
   RNG state, so dropout after a resume draws what an uninterrupted run would have drawn.
+- Several processes (crescent/training/distributed.py): each logs its own batches (`rank` in every
+  row); a checkpoint gathers every process's rows and RNG state and each process takes its own back
+  on resume; `gather_history` collects them all after training for rank 0 to write. Under FSDP the
+  live weights are shards, so the full state dict is gathered at the end of training (`full_state`).
 """
 
 from __future__ import annotations
@@ -62,6 +66,40 @@ def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float
         return (step + 1) / (warmup + 1)
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def gathered(obj) -> list:
+    """`obj` from every training process, by rank (`[obj]` in a single process). A collective: every
+    process calls it at the same point."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def combine_ranks(history: list[dict]) -> list[dict]:
+    """One row per batch position: the i-th batch of every process together (they form one
+    optimizer step's micro-batches): mean loss, summed tokens, the slowest process's seconds.
+    With one process: its rows' step, loss, tokens and seconds unchanged."""
+    by_rank: dict[int, list[dict]] = {}
+    for h in history:
+        by_rank.setdefault(int(h.get("rank", 0)), []).append(h)
+    if not by_rank:
+        return []
+    ranks = sorted(by_rank)
+    out = []
+    for i in range(min(len(v) for v in by_rank.values())):
+        rows = [by_rank[r][i] for r in ranks]
+        out.append({
+            "step": rows[0]["step"],
+            "loss": sum(x["loss"] for x in rows) / len(rows),
+            "tokens": sum(x["tokens"] for x in rows),
+            "seconds": max(x["seconds"] for x in rows),
+        })  # fmt: skip
+    return out
 
 
 def load_causal_lm(path: str, dtype: str | None, trust_remote_code: bool):
@@ -130,6 +168,7 @@ class CausalLMModule(pl.LightningModule):
                 self, "teacher", teacher
             )  # not a submodule: not saved, not optimized
         self.history: list[dict] = []  # one row per training batch (saved in checkpoints)
+        self.full_state: dict | None = None  # FSDP: the gathered full state dict (rank 0)
         self.resumed_from_step: int | None = None
         self.val_loss_before: float | None = None  # measured before the first step (saved too)
         self._last: dict = {}  # the current batch's row of `history` (appended by StepLog)
@@ -194,13 +233,15 @@ class CausalLMModule(pl.LightningModule):
             "tokens": int(batch["attention_mask"].sum()),
             "supervised_tokens": int((batch["labels"] != IGNORE).sum()),
             "rows": batch["index"].tolist(),
+            "rank": int(self.global_rank),  # the process that trained this micro-batch
         }
         return loss
 
     def validation_step(self, batch, batch_idx):
         loss, _ = self._forward_loss(batch)
         n = batch["input_ids"].shape[0]
-        self.log("train/val_loss", loss, on_epoch=True, prog_bar=True, batch_size=n)
+        # every process scores the whole validation set (data.py): the synced mean is that value
+        self.log("train/val_loss", loss, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
         return loss
 
     # ---------------------------------------------------------------- optimizer
@@ -221,24 +262,41 @@ class CausalLMModule(pl.LightningModule):
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_train_end(self) -> None:
+        from pytorch_lightning.strategies import FSDPStrategy
+
+        strategy = self.trainer.strategy
+        if isinstance(strategy, FSDPStrategy):  # every process takes part; rank 0 gets the dict
+            self.full_state = strategy.lightning_module_state_dict()
+
+    def gather_history(self) -> None:
+        """Every process's rows, ordered by step then rank (a collective; call it on every rank)."""
+        rows = [h for part in gathered(self.history) for h in part]
+        self.history = sorted(rows, key=lambda h: (h["step"], h.get("rank", 0)))  # stable
+
     # ---------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # called in every process (Lightning dumps the checkpoint everywhere, rank 0 writes it)
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if k in trainable
         }
-        checkpoint["crescent_history"] = self.history
-        checkpoint["crescent_val_loss_before"] = self.val_loss_before
-        checkpoint["crescent_rng"] = {
-            "torch": torch.get_rng_state()
-        }  # LoRA dropout continues as if
+        rng = {"torch": torch.get_rng_state()}  # LoRA dropout continues as if
         if torch.cuda.is_available():
-            checkpoint["crescent_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        parts = gathered({"history": self.history, "rng": rng})
+        checkpoint["crescent_history"] = [h for p in parts for h in p["history"]]
+        checkpoint["crescent_val_loss_before"] = self.val_loss_before
+        checkpoint["crescent_rng"] = rng
+        checkpoint["crescent_rng_by_rank"] = [p["rng"] for p in parts]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.history = list(checkpoint.get("crescent_history", []))
+        rank = int(self.global_rank)
+        rows = checkpoint.get("crescent_history", [])
+        self.history = [h for h in rows if h.get("rank", 0) == rank]  # this process's own rows
         self.val_loss_before = checkpoint.get("crescent_val_loss_before")
-        rng = checkpoint.get("crescent_rng") or {}
+        by_rank = checkpoint.get("crescent_rng_by_rank") or []
+        rng = by_rank[rank] if rank < len(by_rank) else checkpoint.get("crescent_rng") or {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():

@@ -6,7 +6,13 @@ and every other Trainer argument are config choices), plus what the harness adds
   own W&B run when tracking is on (one W&B run per stage; offline without an API key);
 - a ModelCheckpoint keeping only `checkpoints/last.ckpt`, written every
   `train.checkpoint_every` optimizer steps; `AtomicCheckpointIO` (a Trainer plugin in the config)
-  writes it through a temporary file and a rename, so a kill never leaves a torn checkpoint.
+  writes it through a temporary file and a rename, so a kill never leaves a torn checkpoint;
+- `use_distributed_sampler=False` (the data module shards the training order itself, see data.py);
+  when several processes train (started by crescent/training/distributed.py), `strategy: auto`
+  becomes `ddp` (Lightning's `auto` may pick `ddp_fork` in a notebook) and a LightningEnvironment
+  plugin makes Lightning read the ranks distributed.py sets, even inside a SLURM allocation;
+- `wrap_decoder_layers`: an FSDP auto-wrap policy (one FSDP unit per transformer block) for
+  conf/train/strategy/fsdp.yaml.
 """
 
 from __future__ import annotations
@@ -46,12 +52,25 @@ def build_loggers(cfg, entry_dir: Path, tracker) -> list:
     return loggers
 
 
+def wrap_decoder_layers(module, recurse: bool, nonwrapped_numel: int) -> bool:
+    """FSDP auto-wrap policy: every transformer block (`*DecoderLayer`: Llama, Qwen2, Gemma ...)
+    is its own FSDP unit, whatever the model family."""
+    return True if recurse else type(module).__name__.endswith("DecoderLayer")
+
+
+def checkpoint_path(entry_dir: Path) -> Path:
+    """Where the last checkpoint of a stage entry lives (a folder under DeepSpeed)."""
+    return Path(entry_dir) / "checkpoints" / "last.ckpt"
+
+
 def build_trainer(cfg, entry_dir: Path, tracker, callbacks: list, has_val: bool):
-    """(trainer, checkpoint path) for the stage entry `entry_dir`."""
+    """The Trainer for the stage entry `entry_dir` (the same in every training process)."""
     from hydra.utils import instantiate
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    ckpt_dir = Path(entry_dir) / "checkpoints"
+    from crescent.training.distributed import process_count
+
+    ckpt_dir = checkpoint_path(entry_dir).parent
     checkpoint = ModelCheckpoint(
         dirpath=str(ckpt_dir),
         save_last=True,
@@ -63,11 +82,18 @@ def build_trainer(cfg, entry_dir: Path, tracker, callbacks: list, has_val: bool)
     if not has_val:
         spec["limit_val_batches"] = 0
         spec["num_sanity_val_steps"] = 0
-    trainer = instantiate(
+    spec["use_distributed_sampler"] = False  # QADataModule shards the training order itself
+    if process_count(cfg.train.trainer) > 1:
+        if spec.get("strategy", "auto") == "auto":
+            spec["strategy"] = "ddp"
+        # ranks come from the variables distributed.py sets, even inside a SLURM / LSF allocation
+        # (which Lightning would otherwise take as the launcher of the processes)
+        env = {"_target_": "pytorch_lightning.plugins.environments.LightningEnvironment"}
+        spec["plugins"] = [*(spec.get("plugins") or []), env]
+    return instantiate(
         spec,
         callbacks=[*callbacks, checkpoint],
         logger=build_loggers(cfg, entry_dir, tracker),
         default_root_dir=str(entry_dir),
         _convert_="all",
     )
-    return trainer, ckpt_dir / "last.ckpt"
