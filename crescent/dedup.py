@@ -10,6 +10,12 @@ Two rules (DESIGN.md §1.2), both "duplicate iff cosine >= threshold":
 and a short sequential pass, instead of one nearest-neighbour search per question: identical
 decisions to a per-question exact search (bench/dedup_speed.py measures both).
 
+`dedup.index` picks how the accepted set is searched: `exact` (the default, above) or an
+approximate FAISS index, `hnsw` (IndexHNSWFlat) or `ivf` (IndexIVFFlat), both on inner product, for
+accepted sets too large to scan per call (`ApproxAcceptedSet`; bench/dedup_scale.py measures speed
+and recall against exact). An approximate index may miss a near-duplicate, so it changes decisions
+and is hashed into the stage fingerprint; exact adds nothing to it.
+
 `process_call` is the per-call procedure shared by the `questions` and `dedup` stages: clean ->
 within-call rule -> accepted-set rule -> LLM rewrite of near-duplicates (re-checked up to
 `max_rewrites` times, or accepted unchecked as the paper does) -> reject the rest, with reasons.
@@ -39,6 +45,10 @@ class AcceptedSet:
         self.n = 0
         self.ids: list[str] = []
         self.texts: list[str] = []
+
+    @property
+    def dim(self) -> int:
+        return self._vecs.shape[1]
 
     @property
     def vectors(self) -> np.ndarray:
@@ -94,6 +104,176 @@ class AcceptedSet:
                 self.add(vecs[i], ids[i], texts[i])
                 joined.append(i)
         return decisions
+
+
+INDEXES = ("exact", "hnsw", "ivf")
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """How the accepted set is searched (`dedup.index` and its parameters)."""
+
+    kind: str = "exact"  # exact | hnsw | ivf
+    buffer: int = 1000  # approximate: newest accepted vectors searched exactly, indexed in groups
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 64
+    ivf_nlist: int = 1024
+    ivf_nprobe: int = 32
+    ivf_train_size: int = 40000
+
+    @classmethod
+    def from_config(cls, d) -> IndexSpec:
+        """From the `dedup` config group; a group without `index` (older configs) is exact."""
+        kind = d.get("index", "exact") or "exact"
+        if kind == "exact":
+            return cls()
+        h, v = d.get("hnsw") or {}, d.get("ivf") or {}
+        base = cls()
+        return cls(
+            kind=str(kind),
+            buffer=int(d.get("index_buffer", base.buffer)),
+            hnsw_m=int(h.get("m", base.hnsw_m)),
+            hnsw_ef_construction=int(h.get("ef_construction", base.hnsw_ef_construction)),
+            hnsw_ef_search=int(h.get("ef_search", base.hnsw_ef_search)),
+            ivf_nlist=int(v.get("nlist", base.ivf_nlist)),
+            ivf_nprobe=int(v.get("nprobe", base.ivf_nprobe)),
+            ivf_train_size=int(v.get("train_size", base.ivf_train_size)),
+        )
+
+    def identity(self) -> dict | None:
+        """What changes decisions (hashed into the fingerprint); None for exact."""
+        if self.kind == "exact":
+            return None
+        if self.kind == "hnsw":
+            params = {
+                "m": self.hnsw_m,
+                "ef_construction": self.hnsw_ef_construction,
+                "ef_search": self.hnsw_ef_search,
+            }
+        elif self.kind == "ivf":
+            params = {
+                "nlist": self.ivf_nlist,
+                "nprobe": self.ivf_nprobe,
+                "train_size": self.ivf_train_size,
+            }
+        else:
+            raise ValueError(f"dedup.index={self.kind}: must be one of {', '.join(INDEXES)}")
+        return {"kind": self.kind, "buffer": self.buffer, **params}
+
+
+class ApproxAcceptedSet(AcceptedSet):
+    """The accepted set searched through an approximate FAISS index (inner product = cosine).
+
+    The newest accepted vectors (fewer than `spec.buffer`; for `ivf`, until `ivf_train_size` of
+    them have been accepted, all of them) are kept in a small matrix searched exactly; when it
+    fills, it enters the index in one group (`ivf`: the first group also trains the k-means cells).
+    So the index's content is a function of the accepted sequence alone, not of how it was cut
+    into calls or chunks: replaying saved chunks on resume rebuilds the same index and the run
+    continues with the same decisions. Graph inserts run on one thread because FAISS's parallel
+    HNSW insert depends on thread timing (with one thread it is also no slower here: 2 cores).
+
+    A decision's `nearest`/`similarity` are the best match found, not always the true nearest.
+    Only the exact part is held in numpy; the rest lives in the index (`vectors` rebuilds it).
+    """
+
+    def __init__(self, dim: int, spec: IndexSpec):
+        if spec.kind not in ("hnsw", "ivf"):
+            raise ValueError(f"ApproxAcceptedSet needs index hnsw or ivf, not {spec.kind}")
+        try:
+            import faiss  # noqa: F401  (fail here, not at the first flush mid-run)
+        except ImportError as e:
+            raise ImportError(
+                f"dedup.index={spec.kind} needs faiss-cpu: pip install faiss-cpu"
+            ) from e
+        super().__init__(dim, capacity=min(spec.buffer, 1024))
+        self.spec = spec
+        self.k = 0  # accepted vectors not yet in the index (rows of self._vecs)
+        self.index = None  # the FAISS index, created at the first flush
+
+    @property
+    def indexed(self) -> int:
+        return self.n - self.k
+
+    @property
+    def vectors(self) -> np.ndarray:
+        tail = self._vecs[: self.k]
+        if not self.indexed:
+            return tail.copy()
+        return np.concatenate([self.index.reconstruct_n(0, self.indexed), tail])
+
+    def add(self, vec: np.ndarray, id_: str, text: str) -> None:
+        if self.k == len(self._vecs):
+            grown = np.zeros((2 * len(self._vecs), self.dim), dtype=np.float32)
+            grown[: self.k] = self._vecs[: self.k]
+            self._vecs = grown
+        self._vecs[self.k] = vec
+        self.k += 1
+        self.n += 1
+        self.ids.append(id_)
+        self.texts.append(text)
+        first = self.spec.ivf_train_size if self.spec.kind == "ivf" else self.spec.buffer
+        if self.k >= (self.spec.buffer if self.index is not None else first):
+            self._flush()
+
+    def _flush(self) -> None:
+        import faiss
+
+        tail = np.ascontiguousarray(self._vecs[: self.k])
+        if self.index is None:
+            self.index = self._build(faiss, tail)
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)  # serial insert: the HNSW graph must not depend on timing
+        try:
+            self.index.add(tail)
+        finally:
+            faiss.omp_set_num_threads(threads)
+        self.k = 0
+        if len(self._vecs) >= 2 * max(self.spec.buffer, 1024):  # IVF's training rows: free them
+            self._vecs = np.zeros((min(self.spec.buffer, 1024), self.dim), dtype=np.float32)
+
+    def _build(self, faiss, train: np.ndarray):
+        s = self.spec
+        if s.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(self.dim, s.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = s.hnsw_ef_construction
+            index.hnsw.efSearch = s.hnsw_ef_search
+            return index
+        self._quantizer = faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexIVFFlat(
+            self._quantizer, self.dim, s.ivf_nlist, faiss.METRIC_INNER_PRODUCT
+        )
+        index.cp.spherical = True  # unit-norm centroids: cells by cosine
+        index.cp.seed = 1234  # faiss's default, pinned: the cells must not change between runs
+        index.train(train)  # exactly the first ivf_train_size accepted vectors
+        index.nprobe = s.ivf_nprobe
+        index.make_direct_map()  # lets `vectors` reconstruct rows
+        return index
+
+    def nearest(self, vecs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Max cosine and its index: the index's best match or the exact part's, the larger."""
+        if self.n == 0:
+            return np.full(len(vecs), -np.inf, np.float32), np.full(len(vecs), -1)
+        sims = np.full(len(vecs), -np.inf, np.float32)
+        idx = np.full(len(vecs), -1, np.int64)
+        if self.indexed:
+            d, i = self.index.search(np.ascontiguousarray(vecs, dtype=np.float32), 1)
+            found = i[:, 0] >= 0  # an IVF search can probe only empty cells
+            sims[found], idx[found] = d[found, 0], i[found, 0]
+        if self.k:
+            block = vecs @ self._vecs[: self.k].T
+            j = block.argmax(axis=1)
+            best = block[np.arange(len(vecs)), j]
+            closer = best > sims  # ties keep the earlier (indexed) question
+            sims[closer], idx[closer] = best[closer], self.indexed + j[closer]
+        return sims, idx
+
+
+def make_accepted_set(dim: int, spec: IndexSpec | None = None) -> AcceptedSet:
+    """An empty accepted set searched as `spec` says (default: exact)."""
+    if spec is None or spec.kind == "exact":
+        return AcceptedSet(dim)
+    return ApproxAcceptedSet(dim, spec)
 
 
 def within_call_duplicates(vecs: np.ndarray, threshold: float) -> dict[int, tuple[int, float]]:
@@ -158,13 +338,20 @@ class DedupRules:
     batch_threshold: float  # within-call rule
     max_rewrites: int  # 0: drop near-duplicates without asking the model
     recheck: bool  # re-check rewrites (ours) or accept them unchecked (paper)
+    index: IndexSpec = IndexSpec()  # how the accepted set is searched (exact by default)
 
     @classmethod
     def from_config(cls, d) -> DedupRules:
         """From the `dedup` config group; a threshold of null switches that rule off (no cosine
         reaches infinity), e.g. for the no-deduplication ablation."""
         off = lambda t: math.inf if t is None else float(t)  # noqa: E731
-        return cls(off(d.threshold), off(d.batch_threshold), int(d.max_rewrites), bool(d.recheck))
+        return cls(
+            off(d.threshold),
+            off(d.batch_threshold),
+            int(d.max_rewrites),
+            bool(d.recheck),
+            IndexSpec.from_config(d),
+        )
 
 
 Embed = Callable[[list[str]], np.ndarray]

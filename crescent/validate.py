@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
 from crescent.cleaning import CLEANERS
+from crescent.dedup import INDEXES
 from crescent.errors import ConfigError
 from crescent.evaluation.backends import BACKENDS
 from crescent.extraction import EXTRACTORS
@@ -83,6 +85,14 @@ RULES: list[tuple[str, tuple[Callable, str]]] = [
     ("dedup.recheck", BOOL),
     ("dedup.clean_input", BOOL),
     ("dedup.embed_batch_size", int_at_least(1)),
+    ("dedup.index", one_of(INDEXES)),  # approximate ones: see _check_dedup_index
+    ("dedup.index_buffer", int_at_least(1)),
+    ("dedup.hnsw.m", int_at_least(2)),
+    ("dedup.hnsw.ef_construction", int_at_least(1)),
+    ("dedup.hnsw.ef_search", int_at_least(1)),
+    ("dedup.ivf.nlist", int_at_least(1)),
+    ("dedup.ivf.nprobe", int_at_least(1)),
+    ("dedup.ivf.train_size", int_at_least(1)),
     ("voting.k", int_at_least(1)),
     ("voting.extractor", one_of(EXTRACTORS)),
     ("voting.none_can_win", BOOL),
@@ -125,6 +135,21 @@ RULES.append(("sampling.questions.n", int_at_least(1)))
 
 # fine-tuning, distillation and the question source (crescent/training/, stages/train.py)
 _PRECISIONS = ["auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true"]
+# processes per run: one per device (crescent/training/distributed.py starts them)
+_DEVICES = ((lambda v: v == "auto" or (_int(v) and (v >= 1 or v == -1))
+             or (isinstance(v, str) and re.fullmatch(r"\d+(,\d+)*,?", v) is not None)
+             or (OmegaConf.is_list(v) and len(v) > 0 and all(_int(x) and x >= 0 for x in v))),
+            "auto, -1 (every GPU), an integer >= 1 or a list of GPU ids")  # fmt: skip
+# Lightning strategies launched by subprocess; ddp_spawn / ddp_fork / ddp_notebook would spawn or
+# fork the whole stage process (crescent/training/distributed.py says why they are not used)
+_STRATEGY_NAMES = ["auto", "ddp", "ddp_find_unused_parameters_false",
+                   "ddp_find_unused_parameters_true", "fsdp", "fsdp_cpu_offload", "deepspeed",
+                   "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
+                   "deepspeed_stage_3", "deepspeed_stage_3_offload",
+                   "deepspeed_stage_3_offload_nvme", "single_device"]  # fmt: skip
+_STRATEGY = ((lambda v: v in _STRATEGY_NAMES or (OmegaConf.is_dict(v) and "_target_" in v)),
+             f"a strategy config with _target_ or one of {', '.join(_STRATEGY_NAMES)} (not "
+             "ddp_spawn / ddp_fork / ddp_notebook: the train stage starts its processes itself)")  # fmt: skip
 RULES += [
     ("train.input", OPT_PATH),
     ("train.max_length", int_at_least(16)),
@@ -144,6 +169,9 @@ RULES += [
     ("train.trainer.accumulate_grad_batches", int_at_least(1)),
     ("train.trainer.gradient_clip_val", ((lambda v: v is None or (_num(v) and v >= 0)), "null or a number >= 0")),
     ("train.trainer.precision", one_of(_PRECISIONS)),
+    ("train.trainer.devices", _DEVICES),
+    ("train.trainer.strategy", _STRATEGY),
+    ("train.trainer.num_nodes", ((lambda v: v is None or v == 1), "1 (one machine: the train stage starts its processes itself)")),
     ("distill.kd_weight", in_range(0, 1)),
     ("distill.kd_temperature", in_range(0, 100, lo_open=True)),
     ("data.source", one_of(["bait", "magpie", "seed_gsm8k"])),
@@ -221,12 +249,10 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("model") is None or not cfg.model.get("name"):
         raise ConfigError("model: no model selected; choose one with model=NAME")
     _check_training(cfg)
+    _check_dedup_index(cfg)
     _check_replicas(cfg)
     if cfg.rounds > 1:
         _check_rounds(cfg, list(stages))
-
-
-ROUND_STAGES = ("questions", "answers", "vote", "train")  # what a round regenerates and retrains
 
 
 def _check_replicas(cfg: DictConfig) -> None:
@@ -239,6 +265,27 @@ def _check_replicas(cfg: DictConfig) -> None:
                 f"engine.replicas={cfg.engine.replicas}: needs the ray package "
                 "(`pip install -e .[ray]`); without it use engine.replicas=1"
             )
+
+
+def _check_dedup_index(cfg: DictConfig) -> None:
+    """An approximate accepted-set index needs faiss-cpu, and IVF cells need enough training rows."""
+    d = cfg.dedup
+    if d.index == "exact":
+        return
+    if d.index == "ivf" and d.ivf.train_size < d.ivf.nlist:
+        raise ConfigError(
+            f"dedup.ivf.train_size={d.ivf.train_size}: must be >= dedup.ivf.nlist={d.ivf.nlist} "
+            "(k-means needs at least one training question per cell)"
+        )
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"dedup.index={d.index}: needs faiss-cpu (pip install faiss-cpu), or use dedup.index=exact"
+        ) from None
+
+
+ROUND_STAGES = ("questions", "answers", "vote", "train")  # what a round regenerates and retrains
 
 
 def _check_rounds(cfg: DictConfig, stages: list[str]) -> None:

@@ -27,6 +27,8 @@ CASES = [
     (["stages=[vote]"], "vote.input=PATH", "stages=[answers,vote]"),
     (["sampling.answers.top_p=0"], "sampling.answers.top_p=0", "(0, 1]"),
     (["dedup.recheck=maybe"], "dedup.recheck=maybe", "true or false"),
+    (["dedup.index=annoy"], "dedup.index=annoy", "one of exact, hnsw, ivf"),
+    (["dedup.index=ivf", "dedup.ivf.train_size=10"], "dedup.ivf.train_size=10", "nlist=1024"),
     (["voting.extractor=regex"], "voting.extractor=regex", "paper, robust"),
     # one or more per remaining config group (issue 7: >= 20 invalid overrides across all groups)
     (["seed=-1"], "seed=-1", "an integer >= 0"),
@@ -40,6 +42,9 @@ CASES = [
     (["train.lr=-1"], "train.lr=-1", "(0, 1]"),
     (["train.lora.r=0"], "train.lora.r=0", "an integer >= 1"),
     (["train.trainer.precision=fp8"], "train.trainer.precision=fp8", "bf16-mixed"),
+    (["train.trainer.devices=0"], "train.trainer.devices=0", "an integer >= 1"),
+    (["train.trainer.strategy=ddp_spawn"], "train.trainer.strategy=ddp_spawn", "not ddp_spawn"),
+    (["train.trainer.strategy=nosuch"], "train.trainer.strategy=nosuch", "deepspeed_stage_2"),
     (["distill.kd_weight=2"], "distill.kd_weight=2", "[0, 1]"),
     (["sampling.questions.n=0"], "sampling.questions.n=0", "an integer >= 1"),
     (["eval.backend=tgi"], "eval.backend=tgi", "one of hf, vllm"),

@@ -1,32 +1,135 @@
-"""The `vllm` engine for real, on the embedded model (vLLM's CPU build works: `make vllm-env`, then
-`.venv-vllm/bin/python -m pytest -m vllm`). Skipped where vllm is not installed (the default env)."""
+"""The `vllm` engine for real, on the embedded model with vLLM's CPU build (`make test-vllm`: it
+builds `.venv-vllm` with `make vllm-env`, then runs `.venv-vllm/bin/python -m pytest -m vllm`).
+Skipped where vllm is not installed (the default env).
+
+One engine per module (vLLM starts in ~20-60 s on 2 cores), with LoRA enabled: seeded samples are
+reproducible, an adapter changes greedy outputs; and the CLI runs questions / answers / vote with
+`engine=vllm` in a subprocess (its own vLLM), checked against the schemas in crescent/records.py.
+"""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
 pytest.importorskip("vllm")
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
+# the CPU build's settings (bench/vllm_cpu_notes.md): fp32, no compilation, 30% of RAM for KV cache
+CPU_ARGS = {"dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.3}
+LORA_RANK = 8  # vLLM accepts max_lora_rank in {1, 8, 16, 32, ...}
 
-@pytest.fixture(scope="module")
-def engine():
+
+def compose_default():
     from hydra import compose, initialize_config_dir
 
     from crescent.cli import register_resolvers
-    from crescent.engines.vllm import VLLMEngine
-    from crescent.models import resolve_model_path
 
     from .conftest import ROOT
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config")
-    path = resolve_model_path(cfg.model, cfg.paths.models_dir)
-    args = {"enforce_eager": True, "gpu_memory_utilization": 0.3, "max_model_len": 2048}
-    eng = VLLMEngine(cfg.model, path, batch_size=64, engine_args=args)
+        return compose("config")
+
+
+@pytest.fixture(scope="module")
+def model_path():
+    from crescent.models import resolve_model_path
+
+    cfg = compose_default()
+    return resolve_model_path(cfg.model, cfg.paths.models_dir)
+
+
+@pytest.fixture(scope="module")
+def engine(model_path):
+    from crescent.engines.vllm import VLLMEngine
+
+    args = {**CPU_ARGS, "max_model_len": 2048, "enable_lora": True, "max_lora_rank": LORA_RANK}
+    eng = VLLMEngine(compose_default().model, model_path, batch_size=64, engine_args=args)
     yield eng
     eng.close()
+
+
+@pytest.fixture(scope="module")
+def adapter(model_path, tmp_path_factory):
+    """A PEFT LoRA adapter with random, non-zero A and B (no training): it must change outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    config = LoraConfig(
+        r=LORA_RANK,
+        lora_alpha=2 * LORA_RANK,
+        target_modules=["q_proj", "v_proj"],
+        init_lora_weights=False,  # B is not zeroed: the adapter is not a no-op
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(base, config)
+    out = tmp_path_factory.mktemp("lora") / "adapter"
+    model.save_pretrained(out)
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    return out
+
+
+def test_questions_answers_vote_through_vllm_cli(tmp_path):
+    """Runs first, before the module's engine exists, so two vLLM instances never overlap."""
+    from crescent.records import ANSWER_ROW, QA_ROW, QUESTION_ROW, REJECT_REASONS, read_jsonl
+
+    from .cli_helpers import cli, run_dir_of
+
+    args = [
+        "debug=tiny",
+        "engine=vllm",
+        "stages=[questions,answers,vote]",
+        "logger=none",
+        "sampling.answers.max_tokens=256",  # long enough for some answers to finish and vote
+        "+engine.engine_args.dtype=float32",  # not in conf/engine/vllm.yaml: hence the `+`
+        "engine.engine_args.enforce_eager=true",
+        "engine.engine_args.gpu_memory_utilization=0.3",
+    ]
+    run_dir = run_dir_of(cli(args, tmp_path, timeout=1200))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert {s: m["status"] for s, m in manifest["stages"].items()} == {
+        "questions": "computed",
+        "answers": "computed",
+        "vote": "computed",
+    }
+    resolved = (run_dir / "config.yaml").read_text()
+    assert "crescent.engines.vllm.VLLMEngine" in resolved
+
+    questions = read_jsonl(run_dir / "questions" / "questions.jsonl", QUESTION_ROW)
+    assert 1 <= len(questions) <= 4  # debug=tiny: questions.target=4
+    q_fields = {"id", "question", "origin", "call", "nearest_id", "nearest_question"}
+    q_fields |= {"similarity", "rewrites", "raw"}
+    for r in questions:
+        assert q_fields <= set(r), r
+        assert r["question"].strip() and r["origin"] in ("bait", "rewrite")
+    for r in read_jsonl(run_dir / "questions" / "rejected.jsonl"):
+        assert r["reason"] in REJECT_REASONS and r["stage"] == "questions", r
+
+    answers = read_jsonl(run_dir / "answers" / "answers.jsonl", ANSWER_ROW)
+    assert [r["id"] for r in answers] == [r["id"] for r in questions]
+    for r in answers:
+        assert len(r["responses"]) == 2  # debug=tiny: answers.n=2
+        for g in r["responses"]:
+            assert set(g) == {"text", "finish_reason", "num_tokens"}, g
+            assert g["finish_reason"] in ("stop", "length") and g["num_tokens"] > 0
+            assert isinstance(g["text"], str)
+
+    qa = read_jsonl(run_dir / "vote" / "qa.jsonl")
+    assert qa, "no QA pair: nothing to check the qa.jsonl schema on"
+    read_jsonl(run_dir / "vote" / "qa.jsonl", QA_ROW)
+    for r in qa:
+        assert set(r) == {"id", "question", "answer", "response", "votes", "share", "k"}, r
+        assert r["k"] == 2 and len(r["votes"]) == 2 and 0 < r["share"] <= 1
+        assert r["answer"] in r["votes"]
+    rejected = read_jsonl(run_dir / "vote" / "rejected.jsonl")
+    assert {r["reason"] for r in rejected} <= {"no_answer", "below_min_share"}
+    # every answered question ends up either as a QA pair or as a rejection, once
+    assert sorted(r["id"] for r in qa + rejected) == sorted(r["id"] for r in answers)
 
 
 def test_seeded_samples_are_reproducible_and_distinct(engine):
@@ -39,3 +142,23 @@ def test_seeded_samples_are_reproducible_and_distinct(engine):
     for gs in a:
         assert len(gs) == 4 and len({g.text for g in gs}) > 1
         assert all(g.finish_reason in ("stop", "length") and g.num_tokens > 0 for g in gs)
+    other = engine.generate(prompts, SamplingSpec(**{**spec.key(), "seed": 8}))
+    assert [[g.text for g in gs] for gs in other] != [[g.text for g in gs] for gs in a]
+
+
+def test_lora_adapter_changes_greedy_outputs(engine, adapter):
+    from vllm.lora.request import LoRARequest
+
+    from crescent.engines.base import SamplingSpec
+
+    prompts = [engine.render("What is 12 * 7?"), engine.render("Name three prime numbers.")]
+    greedy = SamplingSpec(n=1, temperature=0.0, max_tokens=32, seed=0)
+    lora = LoRARequest("random-adapter", 1, str(adapter))
+
+    def texts(**kw):
+        return [gs[0].text for gs in engine.generate(prompts, greedy, **kw)]
+
+    base, tuned = texts(), texts(lora=lora)
+    assert all(t != b for t, b in zip(tuned, base, strict=True)), (tuned, base)
+    assert texts() == base, "a request without the adapter must not see it"
+    assert texts(lora=lora) == tuned, "greedy decoding with the adapter must be deterministic"

@@ -9,6 +9,7 @@ for the CPU build). Run GPU-heavy stages in their own process: vLLM does not rel
 
 from __future__ import annotations
 
+import os
 import time
 
 from crescent.engines.base import Engine, Generation, SamplingSpec
@@ -19,6 +20,9 @@ from crescent.fsutil import derive_seed
 class VLLMEngine(Engine):
     def __init__(self, model_cfg, model_path: str, batch_size: int = 256, engine_args=None):
         super().__init__(model_cfg, model_path)
+        # vLLM reports usage stats to its server by default: the harness sends nothing anywhere
+        # unless the user opts in (VLLM_NO_USAGE_STATS=0)
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
         try:
             import vllm
         except ImportError as e:

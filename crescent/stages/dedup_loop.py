@@ -4,7 +4,8 @@ Work is done in chunks (one generation call for `questions`, a group of calls fo
 finished chunk is saved as `chunks/<name>.npy` (embeddings of its accepted questions) and then
 `chunks/<name>.json` (accepted rows, rejected rows, per-call stats; written last, so its presence
 means the chunk is complete). After a crash the loop replays finished chunks into the accepted set
-and continues at the first missing one, so the final files equal those of an uninterrupted run.
+and continues at the first missing one, so the final files equal those of an uninterrupted run
+(also with an approximate `dedup.index`: its content depends only on the accepted sequence).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from crescent.cache import load_or_discard
-from crescent.dedup import AcceptedSet, Candidate, DedupRules, process_call
+from crescent.dedup import Candidate, DedupRules, make_accepted_set, process_call
 from crescent.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
 from crescent.records import QUESTIONS, REJECTED
 
@@ -28,7 +29,7 @@ class DedupLoop:
     def __init__(self, ctx, rules: DedupRules, embed, rewrite_for_call, dim: int, stage: str):
         self.ctx, self.rules, self.embed, self.stage = ctx, rules, embed, stage
         self.rewrite_for_call = rewrite_for_call  # call id -> rewrite function (or None)
-        self.accepted_set = AcceptedSet(dim)
+        self.accepted_set = make_accepted_set(dim, rules.index)
         self.accepted: list[dict] = []
         self.rejected: list[dict] = []
         self.calls: list[dict] = []
@@ -73,7 +74,7 @@ class DedupLoop:
                 vecs_out += res.vectors
                 data["calls"].append({"call": call, "samples": len(cands), **res.stats})
             buf = io.BytesIO()
-            dim = self.accepted_set.vectors.shape[1]
+            dim = self.accepted_set.dim
             np.save(buf, np.asarray(vecs_out, dtype=np.float32).reshape(len(vecs_out), dim))
             atomic_write_bytes(npath, buf.getvalue())
             atomic_write_json(jpath, data, sort_keys=False)  # last: marks the chunk complete

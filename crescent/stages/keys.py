@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from crescent.dedup import IndexSpec
 from crescent.models import model_identity
 
 
@@ -33,13 +34,19 @@ def generation_identity(cfg) -> dict:
 
 def dedup_rules(cfg) -> dict:
     d = cfg.dedup
-    return {
+    rules = {
         "embedder": d.embedder,
         "threshold": None if d.threshold is None else float(d.threshold),  # null: rule off
         "batch_threshold": None if d.batch_threshold is None else float(d.batch_threshold),
         "max_rewrites": int(d.max_rewrites),
         "recheck": bool(d.recheck),
     }
+    # An approximate index can miss a near-duplicate: it and its parameters change decisions.
+    # Exact adds nothing, so fingerprints from before `dedup.index` existed stay valid.
+    index = IndexSpec.from_config(d).identity()
+    if index is not None:
+        rules["index"] = index
+    return rules
 
 
 def rewrite_identity(cfg) -> dict:
