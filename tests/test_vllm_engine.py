@@ -132,6 +132,49 @@ def test_questions_answers_vote_through_vllm_cli(tmp_path):
     assert sorted(r["id"] for r in qa + rejected) == sorted(r["id"] for r in answers)
 
 
+def test_eval_backend_vllm_scores_base_and_adapter(adapter, tmp_path):
+    """eval.backend=vllm through lm-eval's vLLM wrapper: eval_base, then eval_trained on a LoRA
+    adapter (lora_local_path, max_lora_rank from its config). Before the module's engine exists."""
+    from .cli_helpers import cli, run_dir_of
+
+    args = [
+        "stages=[eval_base,eval_trained]",
+        f"eval.adapter={adapter}",
+        "eval.backend=vllm",
+        "eval.tasks=[gsm8k]",
+        "eval.shots=[0]",
+        "eval.limit=4",
+        "eval.max_gen_toks=32",
+        "+eval.engine_args.dtype=float32",  # eval.engine_args is empty: new keys take a `+`
+        "+eval.engine_args.enforce_eager=true",
+        "+eval.engine_args.gpu_memory_utilization=0.3",
+        "logger=none",
+    ]
+    run_dir = run_dir_of(cli(args, tmp_path, timeout=1200))
+    base = json.loads((run_dir / "eval_base" / "results.json").read_text())
+    trained = json.loads((run_dir / "eval_trained" / "results.json").read_text())
+    assert base["backend"] == trained["backend"] == "vllm"
+    assert base["model_args"]["load_format"] == "safetensors"
+    assert "lora_local_path" not in base["model_args"]
+    assert trained["model_args"]["lora_local_path"] == str(adapter)
+    assert trained["model_args"]["max_lora_rank"] == LORA_RANK
+    for doc in (base, trained):
+        cells = {(c["metric"], c["filter"]): c for c in doc["cells"]}
+        assert set(cells) == {("exact_match", "strict-match"), ("exact_match", "flexible-extract")}
+        assert all(c["n"] == 4 and c["num_fewshot"] == 0 for c in cells.values()), cells
+
+    def generations(stage):
+        rows = (run_dir / stage / "samples" / "gsm8k-0shot.jsonl").read_text().splitlines()
+        return [json.loads(r)["resps"] for r in rows]
+
+    assert len(generations("eval_base")) >= 4
+    assert generations("eval_trained") != generations("eval_base"), "the adapter changed nothing"
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    warnings = manifest["stages"]["eval_trained"]["metrics"].get("warnings", [])
+    assert not any("changed none" in w for w in warnings), warnings
+    assert "| gsm8k | 0 | strict-match |" in (run_dir / "eval_report.md").read_text()
+
+
 def test_seeded_samples_are_reproducible_and_distinct(engine):
     from crescent.engines.base import SamplingSpec
 

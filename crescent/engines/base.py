@@ -86,6 +86,18 @@ class Engine:
         """Free the model (vLLM keeps GPU memory until its process ends)."""
 
 
+def free_memory() -> None:
+    """Let the next stage load its own model: collect what the finished one left (vLLM holds its
+    GPU memory until its engine is collected) and return CUDA's cached blocks."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def render_chat(tokenizer, user_message: str, system_prompt: str | None, use_template: bool) -> str:
     if not use_template or tokenizer is None or not getattr(tokenizer, "chat_template", None):
         return user_message if system_prompt is None else f"{system_prompt}\n\n{user_message}"

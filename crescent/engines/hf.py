@@ -12,7 +12,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from crescent.engines.base import Engine, Generation, SamplingSpec, cut_at_stop
+from crescent.engines.base import Engine, Generation, SamplingSpec, cut_at_stop, free_memory
 
 
 def pick_device(device: str) -> str:
@@ -130,5 +130,4 @@ class HFEngine(Engine):
 
     def close(self) -> None:
         self.model = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        free_memory()

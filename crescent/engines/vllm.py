@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 
-from crescent.engines.base import Engine, Generation, SamplingSpec
+from crescent.engines.base import Engine, Generation, SamplingSpec, free_memory
 from crescent.errors import CrescentError
 from crescent.fsutil import derive_seed
 
@@ -35,6 +35,7 @@ class VLLMEngine(Engine):
         args.setdefault("max_model_len", model_cfg.get("max_model_len"))
         args.setdefault("dtype", model_cfg.get("dtype") or "auto")
         args.setdefault("trust_remote_code", bool(model_cfg.get("trust_remote_code", False)))
+        args.setdefault("load_format", "safetensors")  # never unpickle third-party weights
         if _on_cpu():
             # The CPU build kills its engine ("CPU Generator does not use offset") when a seeded
             # request's prompt is split across scheduler steps, i.e. as soon as one call's prompts
@@ -84,6 +85,7 @@ class VLLMEngine(Engine):
 
     def close(self) -> None:
         self.llm = None
+        free_memory()
 
 
 def _on_cpu() -> bool:

@@ -20,21 +20,29 @@ from crescent.errors import InputError
 
 
 def adapter_kind(path: str | Path, label: str) -> str:
-    """'peft' or 'model'; one-line InputError when the folder is neither (or does not exist)."""
+    """'peft' or 'model'; one-line InputError when the folder is neither (or does not exist), or
+    when its weights are not in safetensors files (pickled weights are never loaded)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{label}: does not exist (expected a PEFT adapter folder)")
     if p.is_file() and p.name == "adapter_config.json":
-        return "peft"
+        p = p.parent
     if not p.is_dir():
         raise InputError(f"{label}: not a folder (expected a PEFT adapter folder)")
     if (p / "adapter_config.json").is_file():
-        return "peft"
-    if (p / "config.json").is_file():
-        return "model"
-    raise InputError(
-        f"{label}: no adapter_config.json (PEFT adapter) or config.json (full model) in the folder"
-    )
+        kind, weights = "peft", ["adapter_model.safetensors"]
+    elif (p / "config.json").is_file():
+        kind, weights = "model", [q.name for q in p.glob("*.safetensors")]
+    else:
+        raise InputError(
+            f"{label}: no adapter_config.json (PEFT adapter) or config.json (full model) in the folder"
+        )
+    if not any((p / w).is_file() for w in weights):
+        raise InputError(
+            f"{label}: no safetensors weights ({'adapter_model.safetensors' if kind == 'peft' else '*.safetensors'}); "
+            "pickled weights (.bin, .pt) are never loaded: convert them with save_pretrained"
+        )
+    return kind
 
 
 def adapter_rank(adapter_dir: str | Path) -> int:
@@ -49,6 +57,7 @@ def _hf_args(cfg, model_path: str, adapter: Path | None) -> dict:
         "pretrained": model_path,
         "dtype": cfg.model.get("dtype") or "auto",
         "trust_remote_code": bool(cfg.model.get("trust_remote_code", False)),
+        "use_safetensors": True,  # passed to from_pretrained: never unpickle third-party weights
     }
     if adapter is not None:
         args["peft"] = str(adapter)
@@ -62,6 +71,7 @@ def _vllm_args(cfg, model_path: str, adapter: Path | None) -> dict:
         "trust_remote_code": bool(cfg.model.get("trust_remote_code", False)),
         "max_model_len": int(cfg.model.get("max_model_len") or 2048),
         "seed": int(cfg.seed),
+        "load_format": "safetensors",  # never unpickle third-party weights
     }
     if adapter is not None:
         args["lora_local_path"] = str(adapter)

@@ -194,6 +194,11 @@ def evaluate_all(ctx, model_path: str, adapter: Path | None) -> list[dict]:
         for w in record["warnings"]:
             ctx.warn(w)
         records.append(record)
+    if lm is not None:
+        from crescent.engines.base import free_memory
+
+        del lm, task_manager
+        free_memory()
     return records
 
 
