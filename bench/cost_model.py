@@ -694,17 +694,10 @@ def prediction_table(costs: list[StageCost], p: Profile, gpus: list[int]) -> tup
 
 
 def compose(experiment: str | None, overrides: list[str]):
-    os.environ.setdefault("CRESCENT_ROOT", str(ROOT))
     sys.path.insert(0, str(ROOT))
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from crescent.cli import compose as compose_config
 
-    from crescent.cli import register_resolvers
-
-    register_resolvers()
-    ov = ([f"experiments={experiment}"] if experiment else []) + list(overrides)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=ov)
+    return compose_config(([f"experiments={experiment}"] if experiment else []) + list(overrides))
 
 
 def apply_sets(a: Assumptions, sets: list[str]) -> Assumptions:
@@ -883,4 +876,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FileNotFoundError as e:  # a measured profile this machine has not run yet
+        sys.exit(f"error: {e}")

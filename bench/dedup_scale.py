@@ -34,7 +34,7 @@ the FAISS index's vectors, links or lists, plus the exact part), computed from t
 the JSON also has each method's growth of the process's resident set and the peak RSS.
 
 Run:
-    python bench/dedup_scale.py                                  # 10k, 100k, 1M (~25 min, 2 cores)
+    python bench/dedup_scale.py                                  # 10k, 100k, 1M (~1.5 h, 2 cores)
     python bench/dedup_scale.py --sizes 10000 --approx hnsw hnsw:ef_search=16
     python bench/dedup_scale.py --real --approx hnsw ivf:nlist=64,train_size=4000
 

@@ -41,18 +41,6 @@ SYNTHETIC = [
 ]
 
 
-def compose(overrides: list[str]):
-    os.environ.setdefault("CRESCENT_ROOT", str(ROOT))
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from crescent.cli import register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
-
-
 def load_texts(data_dir: str, n: int) -> tuple[list[str], str]:
     path = Path(data_dir).expanduser() / "gsm8k" / "train.jsonl"
     if path.is_file():
@@ -106,6 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from crescent.cli import compose
+
     cfg = compose(args.overrides)
     texts, source = load_texts(cfg.paths.data_dir, args.n)
 

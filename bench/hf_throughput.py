@@ -45,18 +45,6 @@ QUESTIONS = [
 ]
 
 
-def compose(overrides: list[str]):
-    os.environ.setdefault("CRESCENT_ROOT", str(ROOT))
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from crescent.cli import register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
-
-
 def parse_batches(text: str) -> list[int]:
     out = [int(x) for x in text.split(",") if x.strip()]
     if not out or any(b < 1 for b in out):
@@ -101,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
+    from crescent.cli import compose
     from crescent.engines.base import SamplingSpec
     from crescent.engines.hf import HFEngine
     from crescent.models import resolve_model_path

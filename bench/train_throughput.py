@@ -34,18 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def compose(overrides: list[str]):
-    os.environ.setdefault("CRESCENT_ROOT", str(ROOT))
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from crescent.cli import register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
-
-
 def rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
 
@@ -84,6 +72,7 @@ def one_mode(mode: str, args, overrides: list[str]) -> dict:
     import torch
     from transformers import AutoTokenizer
 
+    from crescent.cli import compose
     from crescent.models import resolve_model_path
     from crescent.training.module import CausalLMModule, StepLog
 

@@ -92,24 +92,14 @@ def questions(count: int) -> list[str]:
     return [TEMPLATES[i % len(TEMPLATES)].format(a=20 + i, b=40 + 2 * i) for i in range(count)]
 
 
-def compose(overrides: list[str]):
-    os.environ.setdefault("CRESCENT_ROOT", str(ROOT))
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from crescent.cli import register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
-
-
 def worker(name: str, args) -> dict:
     """One configuration in this (fresh) process: start the engine, run both cases."""
     overrides, _ = CONFIGS[name]
     overrides = list(overrides)
     if args.hf_batch_size and name.startswith("hf"):
         overrides.append(f"engine.batch_size={args.hf_batch_size}")
+    from crescent.cli import compose
+
     cfg = compose(overrides)
     from crescent.models import resolve_model_path
 
@@ -237,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         ap.error(f"--configs: unknown {unknown}; choose from {', '.join(CONFIGS)}")
 
+    from crescent.cli import compose
     from crescent.models import resolve_model_path
 
     cfg = compose([])

@@ -1,7 +1,9 @@
-"""Command-line helpers for run.py: Hydra resolvers and a one-line check of config-group choices."""
+"""Command-line helpers for run.py: Hydra resolvers, a one-line check of config-group choices, and
+`compose` (the config run.py would build, for scripts, benchmarks and tests)."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -42,6 +44,22 @@ def slug(text: str) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("crescent_slug"):
         OmegaConf.register_new_resolver("crescent_slug", slug)
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # holds conf/, experiments/, sweeps/ and run.py
+
+
+def compose(overrides=(), return_hydra_config: bool = False):
+    """The primary config for `overrides`, as `python run.py OVERRIDES` composes it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    os.environ.setdefault("CRESCENT_ROOT", str(REPO_ROOT))
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return hydra_compose(
+            "config", overrides=list(overrides), return_hydra_config=return_hydra_config
+        )
 
 
 def group_options(root: Path, group: str) -> list[str]:

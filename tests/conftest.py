@@ -42,20 +42,9 @@ def workdir(tmp_path, monkeypatch):
 @pytest.fixture
 def compose(workdir):
     """compose(["key=value", ...]) -> the primary config, as run.py would build it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from crescent.cli import compose as compose_config
 
-    from crescent.cli import register_resolvers
-
-    register_resolvers()
-
-    def _compose(overrides=(), return_hydra_config=False):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return hydra_compose(
-                "config", overrides=list(overrides), return_hydra_config=return_hydra_config
-            )
-
-    return _compose
+    return compose_config
 
 
 SHARED_DATA = Path(os.environ.get("CRESCENT_DATA", ROOT.parent / "shared" / "data"))

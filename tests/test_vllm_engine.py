@@ -22,15 +22,9 @@ LORA_RANK = 8  # vLLM accepts max_lora_rank in {1, 8, 16, 32, ...}
 
 
 def compose_default():
-    from hydra import compose, initialize_config_dir
+    from crescent.cli import compose
 
-    from crescent.cli import register_resolvers
-
-    from .conftest import ROOT
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config")
+    return compose()
 
 
 @pytest.fixture(scope="module")

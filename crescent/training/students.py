@@ -14,7 +14,6 @@ Run alone to materialize a student:  python -m crescent.training.students distil
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,15 +99,9 @@ def derive_by_layer_drop(base: str, dest: Path, keep_every: int, note: str | Non
 if __name__ == "__main__":  # materialize the configured student (Hydra overrides as arguments)
     import sys
 
-    from hydra import compose, initialize_config_dir
+    from crescent.cli import compose
 
-    from crescent.cli import register_resolvers
-
-    register_resolvers()
-    root = Path(__file__).resolve().parents[2]
-    os.environ.setdefault("CRESCENT_ROOT", str(root))
-    with initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=sys.argv[1:])
+    cfg = compose(sys.argv[1:])
     if cfg.distill.student is None:
         sys.exit("error: no student configured; pass distill=NAME")
     print(resolve_student_path(cfg.distill.student, cfg.paths.models_dir))
