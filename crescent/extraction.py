@@ -46,19 +46,26 @@ def _parse_number_match(m: re.Match) -> str | None:
     if a is None:
         return None
     if m.group("b") is not None:
-        b = _to_float(m.group("b"))
-        if b is not None and b != 0:
-            return canonical_number(a / b)
+        return _ratio(a, _to_float(m.group("b")))
     return canonical_number(a)
+
+
+def _ratio(a: float | None, b: float | None) -> str | None:
+    """a / b as a canonical number; None when either side is not a number or b is 0 (1/0 is no answer)."""
+    if a is None or not b:
+        return None
+    return canonical_number(a / b)
+
+
+def _frac_value(frac: re.Match) -> str | None:
+    return _ratio(_to_float(frac.group("a")), _to_float(frac.group("b")))
 
 
 def _first_number(text: str) -> str | None:
     frac = _FRAC.search(text)
     m = _NUMBER.search(text)
     if frac and (m is None or frac.start() <= m.start()):
-        a, b = _to_float(frac.group("a")), _to_float(frac.group("b"))
-        if a is not None and b:
-            return canonical_number(a / b)
+        return _frac_value(frac)
     return _parse_number_match(m) if m else None
 
 
@@ -70,9 +77,7 @@ def _last_number(text: str) -> str | None:
     for frac in _FRAC.finditer(text):  # noqa: B007
         pass
     if frac and (last is None or frac.end() >= last.end()):  # the last number is in a \frac
-        a, b = _to_float(frac.group("a")), _to_float(frac.group("b"))
-        if a is not None and b:
-            return canonical_number(a / b)
+        return _frac_value(frac)
     return _parse_number_match(last) if last else None
 
 

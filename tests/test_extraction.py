@@ -156,6 +156,14 @@ def test_robust_no_number_is_none(text):
     assert extract_robust(text) is None
 
 
+@pytest.mark.parametrize(
+    "text", ["\\boxed{1/0}", "#### 5/0", "The answer is \\frac{3}{0}", "so 7/0", "\\frac{\\pi}{2}"]
+)
+def test_robust_undefined_ratio_is_no_answer(text):
+    # a zero denominator (or a non-numeric numerator) is no answer, not its numerator
+    assert extract_robust(text) is None
+
+
 @given(st.integers(min_value=-(10**12), max_value=10**12))
 @FAST
 def test_robust_reads_integers_in_every_format(n):

@@ -24,7 +24,8 @@ STAGES: dict[str, Stage] = {
         input_schema=answers.INPUT_SCHEMA,
     ),
     "vote": Stage(
-        "vote", vote.run, vote.hashed, version=1, reads=(ANSWERS,), writes=(QA, REJECTED, CONTAMINATION),
+        # version 2: a ratio with a zero denominator extracts as no answer (1/0 was read as 1)
+        "vote", vote.run, vote.hashed, version=2, reads=(ANSWERS,), writes=(QA, REJECTED, CONTAMINATION),
         input_schema=vote.INPUT_SCHEMA, check_input=vote.check_input,
     ),
 }  # fmt: skip
