@@ -13,12 +13,15 @@ from .cli_helpers import cli, run_dir_of
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
-# 4 bait calls always run (the target is out of reach); rewrites on; answers in chunks of 2
+# 4 bait calls always run (the target is out of reach); rewrites on; one question per answers
+# chunk, so any two accepted questions make two chunks (how many are accepted depends on the CPU:
+# engine.dtype=auto samples in bf16 only where the CPU has bf16 instructions)
 ARGS = [
     "debug=tiny",
     "stages=[questions,answers,vote]",
     "questions.target=50",
     "questions.max_calls=4",
+    "answers.chunk_size=1",
     "dedup.threshold=0.8",
     "logger=none",
     "engine.threads=1",
@@ -38,7 +41,7 @@ def test_two_ray_replicas_write_the_same_files_as_one_process(tmp_path):
         assert (two / f).read_bytes() == (one / f).read_bytes(), f"{f} differs with 2 replicas"
     qa = [json.loads(x) for x in (two / "vote/qa.jsonl").read_text().splitlines()]
     answers = [json.loads(x) for x in (two / "answers/answers.jsonl").read_text().splitlines()]
-    assert len(answers) >= 4 and len(answers) == len({r["id"] for r in answers})
+    assert len(answers) >= 2 and len(answers) == len({r["id"] for r in answers})
     assert all(len(r["responses"]) == 2 for r in answers)
     assert {r["id"] for r in qa} <= {r["id"] for r in answers}
     calls = [json.loads(x) for x in (two / "questions/calls.jsonl").read_text().splitlines()]
