@@ -46,7 +46,8 @@ def test_disk_full_leaves_nothing_trusted_and_the_next_run_recomputes(
     assert exit_info.value.code == 1
     err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert len(err) == 1 and "qa.jsonl: disk full" in err[0] and "run the same command" in err[0]
-    entry = next((workdir / "cache" / "stages" / "vote").iterdir())
+    stage_dir = workdir / "cache" / "stages" / "vote"
+    entry = next(p for p in stage_dir.iterdir() if p.is_dir())  # the entry, not its .lock file
     assert not (entry / "_COMPLETE.json").exists() and not (entry / "qa.jsonl").exists()
     assert not list(entry.glob(".*.tmp")), "a half-written temp file was left behind"
 
