@@ -2,17 +2,25 @@
 
 n samples per prompt are laid out prompt-major ([p0 s0, p0 s1, ..., p1 s0, ...]) and cut into
 micro-batches of `batch_size` sequences; the torch RNG is seeded once per `generate` call, so a call
-with the same prompts, spec and batch size returns the same text.
+with the same prompts, spec and batch size returns the same text. Sampling (temperature, top-p) is
+`NucleusSampler`, the last logits processor of a greedy `generate` (crescent/engines/nucleus.py).
+The n samples of a prompt share one prefill: the prompt's KV cache is computed once per micro-batch
+and repeated for its samples (`shared_prefill`).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import torch
 from tqdm.auto import tqdm
 
 from crescent.engines.base import Engine, Generation, SamplingSpec, cut_at_stop, free_memory
+from crescent.engines.nucleus import SAMPLER_VERSION, NucleusSampler
+
+# Part of the engine identity (cache keys): how the hf engine turns a prompt into text.
+DECODING_VERSION = f"{SAMPLER_VERSION}+shared-prefill-v1"
 
 
 def pick_device(device: str) -> str:
@@ -58,6 +66,8 @@ class HFEngine(Engine):
         super().__init__(model_cfg, model_path)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        import crescent.engines.gqa_attention  # noqa: F401  registers attn_implementation=grouped_eager
+
         if threads:
             torch.set_num_threads(int(threads))
         self.device = pick_device(device)
@@ -77,7 +87,12 @@ class HFEngine(Engine):
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {e for e in [*eos, self.tokenizer.eos_token_id] if e is not None}
-        self.identity = {"engine": "hf", "batch_size": self.batch_size, "dtype": str(dtype)}
+        self.identity = {
+            "engine": "hf",
+            "batch_size": self.batch_size,
+            "dtype": str(dtype),
+            "decoding": DECODING_VERSION,
+        }
         self.stats = {"generated_tokens": 0, "seconds": 0.0}
 
     @torch.inference_mode()
@@ -87,6 +102,8 @@ class HFEngine(Engine):
         seqs = [p for p in prompts for _ in range(spec.n)]
         out: list[Generation] = []
         torch.manual_seed(spec.seed)
+        from transformers import LogitsProcessorList
+
         sample = spec.temperature > 0
         bar = tqdm(total=len(seqs), desc=desc, unit="seq", leave=False, dynamic_ncols=True)
         t0, tokens = time.time(), 0
@@ -96,14 +113,18 @@ class HFEngine(Engine):
             enc = enc.to(self.device)
             kwargs = dict(
                 max_new_tokens=spec.max_tokens,
-                do_sample=sample,
+                do_sample=False,  # sampling is the last logits processor (NucleusSampler)
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=sorted(self.eos_ids),
             )
             if sample:
-                kwargs.update(temperature=spec.temperature, top_p=spec.top_p, top_k=0)
+                sampler = NucleusSampler(spec.temperature, spec.top_p)
+                kwargs.update(logits_processor=LogitsProcessorList([sampler]))
             if spec.stop:
                 kwargs.update(stop_strings=list(spec.stop), tokenizer=self.tokenizer)
+            cache = self.shared_prefill(batch, enc)
+            if cache is not None:
+                kwargs.update(past_key_values=cache)
             ids = self.model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1] :].tolist()
             for row in ids:
                 g = self._decode(row, spec)
@@ -115,6 +136,34 @@ class HFEngine(Engine):
         self.stats["generated_tokens"] += tokens
         self.stats["seconds"] += time.time() - t0
         return [out[i * spec.n : (i + 1) * spec.n] for i in range(len(prompts))]
+
+    def shared_prefill(self, batch: list[str], enc):
+        """The KV cache of every sequence's prompt but its last token, each distinct prompt computed
+        once and repeated for its consecutive samples; None when no prompt repeats (or it is one
+        token long). `generate` then starts from it and runs only the last prompt token."""
+        counts = [len(list(group)) for _, group in itertools.groupby(batch)]
+        if len(counts) == len(batch) or enc["input_ids"].shape[1] < 2:
+            return None
+        from transformers import DynamicCache
+
+        firsts = torch.tensor([0, *itertools.accumulate(counts)][:-1], device=self.device)
+        ids, mask = enc["input_ids"][firsts, :-1], enc["attention_mask"][firsts, :-1]
+        # numbered as generate numbers left-padded rows
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        repeats = torch.tensor(counts, device=self.device)
+        cache.reorder_cache(
+            torch.arange(len(counts), device=self.device).repeat_interleave(repeats)
+        )
+        return cache
 
     def _decode(self, row: list[int], spec: SamplingSpec) -> Generation:
         ends = self.eos_ids | {self.tokenizer.pad_token_id}  # finished rows are padded after EOS

@@ -17,10 +17,11 @@ def engine_identity(cfg) -> dict:
     device or memory knobs."""
     ident = {"target": cfg.engine._target_, "batch_size": int(cfg.engine.batch_size)}
     if "dtype" in cfg.engine:  # hf: the precision it samples in (`auto` resolved on this machine)
-        from crescent.engines.hf import generation_dtype
+        from crescent.engines.hf import DECODING_VERSION, generation_dtype
 
         device = cfg.engine.get("device", "auto")
         ident["dtype"] = generation_dtype(cfg.engine.dtype, cfg.model.get("dtype"), device)
+        ident["decoding"] = DECODING_VERSION  # how tokens are drawn (sampler, shared prefill)
     return ident
 
 
