@@ -42,6 +42,17 @@ def one_of(options):
     return (lambda v: v in opts), "one of " + ", ".join(opts)
 
 
+# transformers attention kernels (+ crescent/engines/gqa_attention.py) for the hf engine
+ATTENTION = [
+    "eager",
+    "sdpa",
+    "flash_attention_2",
+    "flash_attention_3",
+    "flex_attention",
+    "grouped_eager",
+]
+
+
 def _int_list(v) -> bool:
     return OmegaConf.is_list(v) and len(v) > 0 and all(_int(x) for x in v)
 
@@ -104,6 +115,13 @@ RULES: list[tuple[str, tuple[Callable, str]]] = [
     ("engine.ray.gpus_per_replica", in_range(0, 64)),
     ("model.trust_remote_code", BOOL),
     ("model.chat_template", BOOL),
+    (
+        "model.attn_implementation",
+        (
+            (lambda v: v is None or v in ATTENTION or "/" in str(v)),
+            "null (transformers' default), " + ", ".join(ATTENTION) + " or a hub kernel org/name",
+        ),
+    ),
     ("logger.mode", one_of(["auto", "online", "offline", "disabled"])),
 ]
 

@@ -37,6 +37,7 @@ CASES = [
     (["questions.cleaner=fancy"], "questions.cleaner=fancy", "one of default, paper"),
     (["logger.mode=loud"], "logger.mode=loud", "auto, disabled, offline, online"),
     (["model.trust_remote_code=yes"], "model.trust_remote_code=yes", "true or false"),
+    (["model.attn_implementation=fast"], "model.attn_implementation=fast", "grouped_eager"),
     (["data.source=web"], "data.source=web", "bait, magpie, seed_gsm8k"),
     (["data.contamination.ngram=0"], "data.contamination.ngram=0", "an integer >= 1"),
     (["train.lr=-1"], "train.lr=-1", "(0, 1]"),
