@@ -80,8 +80,11 @@ def test_damaged_cache_is_recomputed_to_the_same_outputs(tmp_path):
     want = {f: (run_dir / f).read_bytes() for f in files}
     cache = tmp_path / "cache" / "stages"
     # damage: a tampered final file, truncated chunks, a truncated raw-generation file
-    voted = next(cache.glob("vote/*/rejected.jsonl"))  # (qa.jsonl may be empty at this size)
-    assert voted.read_bytes().count(b'"') > 0
+    # (at this size either vote file may be empty, which one depends on the sampled text)
+    entry = next(cache.glob("vote/*/"))
+    voted = next(
+        p for p in (entry / "qa.jsonl", entry / "rejected.jsonl") if b'"' in p.read_bytes()
+    )
     voted.write_bytes(voted.read_bytes().replace(b'"', b"'", 1))
     chunk = sorted(cache.glob("answers/*/chunks/answers-*.jsonl"))[0]
     chunk.write_bytes(chunk.read_bytes()[:-7])
@@ -95,7 +98,7 @@ def test_damaged_cache_is_recomputed_to_the_same_outputs(tmp_path):
     npy.write_bytes(npy.read_bytes()[:-10])  # call 0's chunk: embeddings cut short
     res = cli(TINY, tmp_path)
     warnings = [x for x in res.stdout.splitlines() if x.startswith("[crescent] warning:")]
-    assert any("rejected.jsonl changed since it was written" in w for w in warnings), warnings
+    assert any(f"{voted.name} changed since it was written" in w for w in warnings), warnings
     assert any("answers chunk" in w and "unreadable" in w for w in warnings), warnings
     assert any("raw generations" in w for w in warnings), warnings
     assert any("dedup chunk" in w for w in warnings), warnings
