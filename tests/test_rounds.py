@@ -101,11 +101,13 @@ def test_report_shows_every_round_against_the_previous_and_the_base(tmp_path):
 
 @pytest.mark.slow
 def test_two_rounds_end_to_end_on_the_embedded_model(tmp_path):
-    # one vote per question on 160-token answers, so that most questions get a label to train on
+    # one vote per question, truncated answers voting too (the paper's rule), so that most questions
+    # get a label to train on whatever text the round-1 model samples
     args = ["debug=tiny", "rounds=2", "logger=none", "questions.target=6", "questions.max_calls=2",
             "sampling.questions.n=16", "sampling.questions.max_tokens=80", "answers.n=1",
-            "voting.k=1", "sampling.answers.max_tokens=192", "train.trainer.max_steps=2",
-            "stages=[questions,answers,vote,train,eval_trained]", "eval.tasks=[gsm8k]",
+            "voting.k=1", "voting.count_truncated=true", "sampling.answers.max_tokens=192",
+            "train.trainer.max_steps=2", "stages=[questions,answers,vote,train,eval_trained]",
+            "eval.tasks=[gsm8k]",
             "eval.shots=[0]", "eval.limit=2", "eval.max_gen_toks=32"]  # fmt: skip
     res = cli(args, tmp_path)
     run = run_dir_of(res).parent
