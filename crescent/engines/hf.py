@@ -104,28 +104,26 @@ class HFEngine(Engine):
         torch.manual_seed(spec.seed)
         from transformers import LogitsProcessorList
 
-        sample = spec.temperature > 0
+        kwargs = dict(  # the same for every micro-batch of this call
+            max_new_tokens=spec.max_tokens,
+            do_sample=False,  # sampling is the last logits processor (NucleusSampler)
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(self.eos_ids),
+        )
+        if spec.temperature > 0:
+            sampler = NucleusSampler(spec.temperature, spec.top_p)
+            kwargs.update(logits_processor=LogitsProcessorList([sampler]))
+        if spec.stop:
+            kwargs.update(stop_strings=list(spec.stop), tokenizer=self.tokenizer)
         bar = tqdm(total=len(seqs), desc=desc, unit="seq", leave=False, dynamic_ncols=True)
         t0, tokens = time.time(), 0
         for start in range(0, len(seqs), self.batch_size):
             batch = seqs[start : start + self.batch_size]
             enc = self.tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
             enc = enc.to(self.device)
-            kwargs = dict(
-                max_new_tokens=spec.max_tokens,
-                do_sample=False,  # sampling is the last logits processor (NucleusSampler)
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=sorted(self.eos_ids),
-            )
-            if sample:
-                sampler = NucleusSampler(spec.temperature, spec.top_p)
-                kwargs.update(logits_processor=LogitsProcessorList([sampler]))
-            if spec.stop:
-                kwargs.update(stop_strings=list(spec.stop), tokenizer=self.tokenizer)
             cache = self.shared_prefill(batch, enc)
-            if cache is not None:
-                kwargs.update(past_key_values=cache)
-            ids = self.model.generate(**enc, **kwargs)[:, enc["input_ids"].shape[1] :].tolist()
+            full = self.model.generate(**enc, **kwargs, past_key_values=cache)
+            ids = full[:, enc["input_ids"].shape[1] :].tolist()
             for row in ids:
                 g = self._decode(row, spec)
                 tokens += g.num_tokens
@@ -159,10 +157,8 @@ class HFEngine(Engine):
             use_cache=True,
             logits_to_keep=1,
         )
-        repeats = torch.tensor(counts, device=self.device)
-        cache.reorder_cache(
-            torch.arange(len(counts), device=self.device).repeat_interleave(repeats)
-        )
+        # row i of the distinct prompts -> counts[i] rows: [0, 0, 0, 1, ...]
+        cache.reorder_cache(torch.repeat_interleave(torch.tensor(counts, device=self.device)))
         return cache
 
     def _decode(self, row: list[int], spec: SamplingSpec) -> Generation:
